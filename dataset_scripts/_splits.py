@@ -1,0 +1,189 @@
+"""Split recipes of the crcgs protocol (METHOD.md "Protocol"): seeded random, class-balanced, or a file.
+
+All functions return ``{"train", "validation", "query", "database"}`` as sorted int64 row indices,
+validated by ``validate_splits`` (database = every row not in query unless a file says otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._readers import MissingFileError
+
+SPLITS: tuple[str, ...] = ("train", "validation", "query", "database")
+
+# ----------------------------------------------------------------------------------------------
+# Splits
+# ----------------------------------------------------------------------------------------------
+
+
+def validate_splits(
+    splits: Mapping[str, Any], num_rows: int, *, source: str = "splits"
+) -> dict[str, np.ndarray]:
+    """Check a ``{split: row indices}`` mapping and return it as sorted int64 arrays.
+
+    ``train``, ``validation`` and ``query`` are required; ``database`` defaults to every row not in
+    ``query``. Errors: unknown split, non-integer index, index outside ``[0, num_rows)``, duplicate
+    index in a split, empty query/train/database, and overlap between any two of train, validation and
+    query or between query and database.
+    """
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"{source}: unknown split names {unknown}; expected keys among {list(SPLITS)}")
+    missing = [name for name in ("train", "validation", "query") if name not in splits]
+    if missing:
+        raise ValueError(
+            f"{source}: missing splits {missing}; expected keys {list(SPLITS)} (database optional)"
+        )
+    out: dict[str, np.ndarray] = {}
+    for name in SPLITS:
+        if name not in splits:
+            continue
+        raw = np.asarray(splits[name])
+        if raw.size == 0:
+            raw = raw.astype(np.int64)
+        if raw.ndim != 1 or not (np.issubdtype(raw.dtype, np.integer) and raw.dtype != np.bool_):
+            raise ValueError(
+                f"{source}: split {name!r} must be a flat list of integer row indices, got {raw.dtype} of shape {raw.shape}"
+            )
+        rows = np.sort(raw.astype(np.int64))
+        if rows.size and (rows[0] < 0 or rows[-1] >= num_rows):
+            bad = rows[0] if rows[0] < 0 else rows[-1]
+            raise ValueError(f"{source}: split {name!r} has row index {bad} outside [0, {num_rows})")
+        dup = rows[1:][rows[1:] == rows[:-1]]
+        if dup.size:
+            raise ValueError(
+                f"{source}: split {name!r} lists row {dup[0]} more than once ({dup.size} duplicates)"
+            )
+        out[name] = rows
+    if "database" not in out:
+        out["database"] = np.setdiff1d(np.arange(num_rows, dtype=np.int64), out["query"], assume_unique=True)
+    for name in ("train", "query", "database"):
+        if out[name].size == 0:
+            raise ValueError(f"{source}: split {name!r} is empty; expected at least one row")
+    for first, second in (
+        ("query", "train"),
+        ("query", "validation"),
+        ("train", "validation"),
+        ("query", "database"),
+    ):
+        common = np.intersect1d(out[first], out[second], assume_unique=True)
+        if common.size:
+            raise ValueError(
+                f"{source}: splits {first!r} and {second!r} must be disjoint, got {common.size} shared rows "
+                f"(first: {common[:5].tolist()})"
+            )
+    return {name: out[name] for name in SPLITS}
+
+
+def read_split_file(path: str | os.PathLike, num_rows: int) -> dict[str, np.ndarray]:
+    """Read and validate ``{"train": [...], "validation": [...], "query": [...], "database": [...]}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"split file {str(path)!r} not found")
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path.name}: not valid JSON ({error})") from error
+    if not isinstance(content, dict):
+        raise ValueError(
+            f"{path.name}: expected a JSON object of split name -> row indices, got {type(content).__name__}"
+        )
+    for name, value in content.items():
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise ValueError(f"{path.name}: split {name!r} must be a list of integer row indices")
+    return validate_splits(content, num_rows, source=path.name)
+
+
+def random_splits(
+    num_rows: int, *, num_query: int, num_validation: int, num_train: int | None, seed: int
+) -> dict[str, np.ndarray]:
+    """Seeded random protocol (MIRFLICKR-25K, MS-COCO; METHOD.md "Protocol").
+
+    One permutation of all rows (``numpy.random.default_rng(seed)``): the first ``num_query`` rows are
+    the query set, the next ``num_validation`` the validation set, the next ``num_train`` (``None``:
+    all the rest) the training set; the database is every row not in the query set.
+    """
+    num_train_resolved = num_rows - num_query - num_validation if num_train is None else num_train
+    sizes = {"num_query": num_query, "num_validation": num_validation, "num_train": num_train_resolved}
+    if min(sizes.values()) < 0 or num_query < 1 or num_train_resolved < 1:
+        raise ValueError(f"split sizes must be >= 0 (query, train >= 1), got {sizes}")
+    if sum(sizes.values()) > num_rows:
+        raise ValueError(
+            f"split sizes {sizes} add up to {sum(sizes.values())}, more than the {num_rows} rows available"
+        )
+    order = np.random.default_rng(seed).permutation(num_rows)
+    cut = np.cumsum([num_query, num_validation, num_train_resolved])
+    splits = {"query": order[: cut[0]], "validation": order[cut[0] : cut[1]], "train": order[cut[1] : cut[2]]}
+    return validate_splits(splits, num_rows, source=f"random splits (seed {seed})")
+
+
+def class_balanced_splits(
+    labels: np.ndarray,
+    *,
+    query_per_class: int,
+    validation_per_class: int,
+    train_per_class: int,
+    seed: int,
+    label_names: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Class-balanced protocol (NUS-WIDE; METHOD.md "Protocol": 100 query, 100 validation, 500 train per class).
+
+    Every labelled row is assigned to ONE of its labels, chosen uniformly at random (Gumbel-max over
+    its positive labels), so no row is drawn twice; within each class the assigned rows are put in a
+    seeded random order and the first ``query_per_class`` go to query, the next
+    ``validation_per_class`` to validation, the next ``train_per_class`` to train. The database is every
+    row not in the query set. Raises if a class has too few assigned rows.
+    """
+    rng = np.random.default_rng(seed)
+    assign_keys = rng.random(labels.shape)
+    order_keys = rng.random(labels.shape[0])
+    return _balanced_from_keys(
+        labels, assign_keys, order_keys, (query_per_class, validation_per_class, train_per_class), label_names
+    )
+
+
+def _balanced_from_keys(
+    labels: np.ndarray,
+    assign_keys: np.ndarray,
+    order_keys: np.ndarray,
+    per_class: tuple[int, int, int],
+    label_names: Sequence[str] | None,
+) -> dict[str, np.ndarray]:
+    """Vectorized core of ``class_balanced_splits`` given its random draws (tests compare it with a loop)."""
+    if min(per_class) < 0 or per_class[0] < 1 or per_class[2] < 1:
+        raise ValueError(
+            f"per-class counts (query, validation, train) must be >= 0 with query, train >= 1, got {per_class}"
+        )
+    num_rows, num_labels = labels.shape
+    labelled = np.flatnonzero(labels.any(axis=1))
+    assigned = np.argmax(np.where(labels[labelled] > 0, assign_keys[labelled], -1.0), axis=1)  # (n_labelled,)
+    need = sum(per_class)
+    counts = np.bincount(assigned, minlength=num_labels)
+    short = np.flatnonzero(counts < need)
+    if short.size:
+        names = [label_names[c] if label_names is not None else str(c) for c in short[:5].tolist()]
+        raise ValueError(
+            f"class-balanced split needs {need} rows per class ({per_class[0]} query + {per_class[1]} validation + "
+            f"{per_class[2]} train), but classes {names} have only {counts[short[:5]].tolist()} rows assigned"
+        )
+    sort = np.lexsort((order_keys[labelled], assigned))  # by class, then random key
+    sorted_class = assigned[sort]
+    group_start = np.searchsorted(sorted_class, np.arange(num_labels))
+    rank = np.arange(sort.size) - group_start[sorted_class]  # position within its class
+    rows = labelled[sort]
+    cut = np.cumsum(per_class)
+    splits = {
+        "query": rows[rank < cut[0]],
+        "validation": rows[(rank >= cut[0]) & (rank < cut[1])],
+        "train": rows[(rank >= cut[1]) & (rank < cut[2])],
+    }
+    return validate_splits(splits, num_rows, source="class-balanced splits")
