@@ -1,5 +1,28 @@
-"""CRCGS (SIGIR 2022) as a Hugging Face ``transformers`` model: config, networks, losses, hashing utilities."""
+"""CRCGS (SIGIR 2022) as a Hugging Face ``transformers`` model: config, networks, losses, hashing utilities.
 
+Importing the package registers ``model_type="crcgs"`` with ``AutoConfig``, ``AutoModel`` and
+``AutoModelForPreTraining``.
+"""
+
+from .configuration_crcgs import CRCGSConfig
 from .hashing import num_packed_bytes, pack_codes, to_signed_codes, unpack_codes
+from .modeling_crcgs import (
+    CRCGSForPreTraining,
+    CRCGSModel,
+    CRCGSModelOutput,
+    CRCGSPreTrainedModel,
+    CRCGSPreTrainingOutput,
+)
 
-__all__ = ["num_packed_bytes", "pack_codes", "to_signed_codes", "unpack_codes"]
+__all__ = [
+    "CRCGSConfig",
+    "CRCGSForPreTraining",
+    "CRCGSModel",
+    "CRCGSModelOutput",
+    "CRCGSPreTrainedModel",
+    "CRCGSPreTrainingOutput",
+    "num_packed_bytes",
+    "pack_codes",
+    "to_signed_codes",
+    "unpack_codes",
+]

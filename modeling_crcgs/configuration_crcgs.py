@@ -1,0 +1,274 @@
+"""CRCGS model configuration."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from transformers import PreTrainedConfig
+
+__all__ = ["CRCGSConfig"]
+
+# Names of the fields validated by each rule, so that the error names the field.
+_POSITIVE_INTS = ("image_input_dim", "text_input_dim", "common_dim", "converted_dim")
+_POSITIVE_INT_LISTS = (
+    "tower_hidden_dims",
+    "teacher_i2t_encoder_dims",
+    "teacher_i2t_decoder_dims",
+    "teacher_t2i_encoder_dims",
+    "teacher_t2i_decoder_dims",
+    "image_discriminator_dims",
+    "text_discriminator_dims",
+)
+_DROPOUTS = ("teacher_dropout", "hash_dropout")
+_TEMPERATURES = ("contrastive_temperature", "support_set_temperature")
+_WEIGHTS = (
+    "label_loss_weight",
+    "similarity_loss_weight",
+    "modality_gap_loss_weight",
+    "distillation_weight",
+    "adversarial_weight",
+    "contrastive_weight",
+    "support_set_weight",
+    "hash_similarity_weight",
+    "hash_label_weight",
+    "hash_quantization_weight",
+)
+MIN_HASH_BITS, MAX_HASH_BITS = 8, 1024
+
+
+class CRCGSConfig(PreTrainedConfig):
+    r"""
+    Configuration of a CRCGS model (Zhang et al., "Image-Text Retrieval via Contrastive Learning with Auxiliary
+    Generative Features and Support-set Regularization", SIGIR 2022). Every dimension and hyper-parameter of
+    METHOD.md is a field; the defaults are those of the authors' release (MIRFLICKR-25K inputs, NUS-WIDE loss
+    weights where the release's default is NUS-WIDE's).
+
+    Args:
+        image_input_dim (`int`, *optional*, defaults to 4096):
+            Width of the pre-extracted image features x (VGG-19 fc7: 4096).
+        text_input_dim (`int`, *optional*, defaults to 1386):
+            Width of the bag-of-words text features t (MIRFLICKR-25K 1386, NUS-WIDE 1000, MS-COCO 2000).
+        num_labels (`int`, *optional*, defaults to 24):
+            Number of labels L of the multi-hot label vectors (MIRFLICKR-25K 24, NUS-WIDE 21, MS-COCO 80).
+            `None` takes `len(id2label)` when `id2label` is given, else 24.
+        hash_bits (`int`, *optional*, defaults to 64):
+            Code length K of the hash head, in [8, 1024].
+        tower_hidden_dims (`list[int]`, *optional*, defaults to `[2048, 2048, 2048]`):
+            Widths of the student towers f_I and f_T (one Linear+tanh per entry).
+        common_dim (`int`, *optional*, defaults to 1024):
+            Width d of the common space: the shared Linear W maps the last tower width to d.
+        converted_dim (`int`, *optional*, defaults to 1024):
+            Width of the converted learning space, i.e. of the teachers' encoder outputs g, h and of the
+            student projections a = ReLU(P_I u), b = ReLU(P_T v).
+        teacher_i2t_encoder_dims (`list[int]`, *optional*, defaults to `[2048]`):
+            Hidden widths of E_I2T (image_input_dim -> ... -> converted_dim, Linear+ReLU each).
+        teacher_i2t_decoder_dims (`list[int]`, *optional*, defaults to `[2000]`):
+            Hidden widths of G_I2T (converted_dim -> ... -> text_input_dim, Linear+ReLU each).
+        teacher_t2i_encoder_dims (`list[int]`, *optional*, defaults to `[2048]`):
+            Hidden widths of E_T2I (text_input_dim -> ... -> converted_dim, Linear+ReLU each).
+        teacher_t2i_decoder_dims (`list[int]`, *optional*, defaults to `[2048]`):
+            Hidden widths of G_T2I (converted_dim -> ... -> image_input_dim, Linear+ReLU each).
+        teacher_dropout (`float`, *optional*, defaults to 0.3):
+            Dropout on the teacher encoders' inputs (active only while the teachers train).
+        image_discriminator_dims (`list[int]`, *optional*, defaults to `[2048, 1024, 512]`):
+            Widths of D_img (image_input_dim -> ..., Linear+ReLU each), followed by a Linear to 2 classes.
+        text_discriminator_dims (`list[int]`, *optional*, defaults to `[512, 64, 32]`):
+            Widths of D_txt (text_input_dim -> ..., Linear+ReLU each), followed by a Linear to 2 classes.
+        hash_hidden_dim (`int`, *optional*):
+            Width of the hash head's two tanh layers; `None` means `common_dim // 2` (the release).
+        hash_dropout (`float`, *optional*, defaults to 0.3):
+            Dropout on the hash head's input.
+        label_loss_weight (`float`, *optional*, defaults to 1.0):
+            phi: weight of the label BCE terms of the base loss L_o.
+        similarity_loss_weight (`float`, *optional*, defaults to 1.0):
+            alpha: weight of the label-similarity likelihood terms J of L_o.
+        modality_gap_loss_weight (`float`, *optional*, defaults to 0.001):
+            beta: weight of mean_i ||u_i - v_i||_2 in L_o (MS-COCO: 0.011).
+        distillation_weight (`float`, *optional*, defaults to 0.2):
+            w_t: weight of the MSE distillation L_t to the teachers' generative features.
+        adversarial_weight (`float`, *optional*, defaults to 0.01):
+            w_ta: weight of the student's adversarial (teaching-assistant) loss L_ta. 0 also disables the
+            discriminator stage.
+        dis_iter (`int`, *optional*, defaults to 3):
+            Discriminator steps per student step (read by the trainer).
+        contrastive_weight (`float`, *optional*, defaults to 0.03):
+            w_c: weight of the teacher-student contrastive NCE loss L_c.
+        contrastive_temperature (`float`, *optional*, defaults to 0.07):
+            tau_c (MS-COCO 0.1, MIRFLICKR 0.2, NUS-WIDE 0.07).
+        contrastive_n_data (`int`, *optional*):
+            n_data of the noise distribution P_n = 1 / n_data. `None` means "the number of training batches
+            per epoch" (the release's value), which the trainer fills in; the student stage raises while it
+            is still `None` and `contrastive_weight > 0`.
+        contrastive_eps (`float`, *optional*, defaults to 1e-07):
+            eps added in the NCE divisions (CRD).
+        support_set_weight (`float`, *optional*, defaults to 40.0):
+            w_ssl: weight of the support-set regularizer L_ssl (NUS-WIDE 40; MS-COCO and MIRFLICKR 0.001).
+        support_set_temperature (`float`, *optional*, defaults to 0.06):
+            tau_s (MS-COCO/NUS-WIDE 0.06, MIRFLICKR 0.04).
+        hash_similarity_weight (`float`, *optional*, defaults to 1.0):
+            alpha of the hash loss: similarity preservation term.
+        hash_label_weight (`float`, *optional*, defaults to 1.0):
+            beta of the hash loss: label likelihood term.
+        hash_quantization_weight (`float`, *optional*, defaults to 0.0):
+            gamma of the hash loss: quantization term.
+
+    Raises:
+        ValueError: a field out of its range (the message names the field, the expected range and the value).
+
+    Example:
+
+    ```python
+    >>> from modeling_crcgs import CRCGSConfig, CRCGSModel
+
+    >>> config = CRCGSConfig(image_input_dim=64, text_input_dim=32, num_labels=5, hash_bits=16,
+    ...                      tower_hidden_dims=[32, 32, 32], common_dim=32, converted_dim=32)
+    >>> model = CRCGSModel(config)
+    >>> model.config.hash_bits
+    16
+    ```
+    """
+
+    model_type = "crcgs"
+
+    def __init__(
+        self,
+        image_input_dim: int = 4096,
+        text_input_dim: int = 1386,
+        num_labels: int | None = None,
+        hash_bits: int = 64,
+        tower_hidden_dims: Sequence[int] = (2048, 2048, 2048),
+        common_dim: int = 1024,
+        converted_dim: int = 1024,
+        teacher_i2t_encoder_dims: Sequence[int] = (2048,),
+        teacher_i2t_decoder_dims: Sequence[int] = (2000,),
+        teacher_t2i_encoder_dims: Sequence[int] = (2048,),
+        teacher_t2i_decoder_dims: Sequence[int] = (2048,),
+        teacher_dropout: float = 0.3,
+        image_discriminator_dims: Sequence[int] = (2048, 1024, 512),
+        text_discriminator_dims: Sequence[int] = (512, 64, 32),
+        hash_hidden_dim: int | None = None,
+        hash_dropout: float = 0.3,
+        label_loss_weight: float = 1.0,
+        similarity_loss_weight: float = 1.0,
+        modality_gap_loss_weight: float = 0.001,
+        distillation_weight: float = 0.2,
+        adversarial_weight: float = 0.01,
+        dis_iter: int = 3,
+        contrastive_weight: float = 0.03,
+        contrastive_temperature: float = 0.07,
+        contrastive_n_data: int | None = None,
+        contrastive_eps: float = 1e-7,
+        support_set_weight: float = 40.0,
+        support_set_temperature: float = 0.06,
+        hash_similarity_weight: float = 1.0,
+        hash_label_weight: float = 1.0,
+        hash_quantization_weight: float = 0.0,
+        **kwargs,
+    ):
+        self.image_input_dim = image_input_dim
+        self.text_input_dim = text_input_dim
+        self.hash_bits = hash_bits
+        self.tower_hidden_dims = _as_int_list(tower_hidden_dims, "tower_hidden_dims")
+        self.common_dim = common_dim
+        self.converted_dim = converted_dim
+        self.teacher_i2t_encoder_dims = _as_int_list(teacher_i2t_encoder_dims, "teacher_i2t_encoder_dims")
+        self.teacher_i2t_decoder_dims = _as_int_list(teacher_i2t_decoder_dims, "teacher_i2t_decoder_dims")
+        self.teacher_t2i_encoder_dims = _as_int_list(teacher_t2i_encoder_dims, "teacher_t2i_encoder_dims")
+        self.teacher_t2i_decoder_dims = _as_int_list(teacher_t2i_decoder_dims, "teacher_t2i_decoder_dims")
+        self.teacher_dropout = teacher_dropout
+        self.image_discriminator_dims = _as_int_list(image_discriminator_dims, "image_discriminator_dims")
+        self.text_discriminator_dims = _as_int_list(text_discriminator_dims, "text_discriminator_dims")
+        self.hash_hidden_dim = hash_hidden_dim
+        self.hash_dropout = hash_dropout
+        self.label_loss_weight = label_loss_weight
+        self.similarity_loss_weight = similarity_loss_weight
+        self.modality_gap_loss_weight = modality_gap_loss_weight
+        self.distillation_weight = distillation_weight
+        self.adversarial_weight = adversarial_weight
+        self.dis_iter = dis_iter
+        self.contrastive_weight = contrastive_weight
+        self.contrastive_temperature = contrastive_temperature
+        self.contrastive_n_data = contrastive_n_data
+        self.contrastive_eps = contrastive_eps
+        self.support_set_weight = support_set_weight
+        self.support_set_temperature = support_set_temperature
+        self.hash_similarity_weight = hash_similarity_weight
+        self.hash_label_weight = hash_label_weight
+        self.hash_quantization_weight = hash_quantization_weight
+        # `num_labels` is a property of PreTrainedConfig backed by `id2label`: a saved config stores only
+        # `id2label`, so `None` means "from id2label when given, else the default 24".
+        if num_labels is None:
+            num_labels = len(kwargs["id2label"]) if kwargs.get("id2label") else 24
+        super().__init__(num_labels=num_labels, **kwargs)
+        self.validate_crcgs()
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """As the base class, then validate again: the base class sets keyword overrides after `__init__`."""
+        result = super().from_dict(config_dict, **kwargs)
+        config = result[0] if isinstance(result, tuple) else result
+        config.validate_crcgs()
+        return result
+
+    @property
+    def hash_head_hidden_dim(self) -> int:
+        """Width of the hash head's hidden layers: ``hash_hidden_dim`` or ``common_dim // 2``."""
+        return self.hash_hidden_dim if self.hash_hidden_dim is not None else max(1, self.common_dim // 2)
+
+    def validate_crcgs(self) -> None:
+        """Check every CRCGS field; raise ValueError naming the first field that is out of range."""
+        for name in _POSITIVE_INTS:
+            _check_positive_int(getattr(self, name), name)
+        if not isinstance(self.num_labels, int) or isinstance(self.num_labels, bool) or self.num_labels < 1:
+            raise ValueError(f"num_labels must be an integer >= 1, got {self.num_labels!r}")
+        if (
+            not isinstance(self.hash_bits, int)
+            or isinstance(self.hash_bits, bool)
+            or not MIN_HASH_BITS <= self.hash_bits <= MAX_HASH_BITS
+        ):
+            raise ValueError(
+                f"hash_bits must be an integer in [{MIN_HASH_BITS}, {MAX_HASH_BITS}], got {self.hash_bits!r}"
+            )
+        for name in _POSITIVE_INT_LISTS:
+            dims = getattr(self, name)
+            if name == "tower_hidden_dims" and not dims:
+                raise ValueError("tower_hidden_dims must list at least one width, got []")
+            for i, dim in enumerate(dims):
+                _check_positive_int(dim, f"{name}[{i}]")
+        if self.hash_hidden_dim is not None:
+            _check_positive_int(self.hash_hidden_dim, "hash_hidden_dim")
+        for name in _DROPOUTS:
+            value = getattr(self, name)
+            if not _is_real(value) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+        for name in _TEMPERATURES:
+            value = getattr(self, name)
+            if not _is_real(value) or not value > 0.0 or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        for name in _WEIGHTS:
+            value = getattr(self, name)
+            if not _is_real(value) or not value >= 0.0 or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.dis_iter, int) or isinstance(self.dis_iter, bool) or self.dis_iter < 0:
+            raise ValueError(f"dis_iter must be an integer >= 0, got {self.dis_iter!r}")
+        if self.contrastive_n_data is not None:
+            _check_positive_int(self.contrastive_n_data, "contrastive_n_data")
+        if not _is_real(self.contrastive_eps) or not 0.0 <= self.contrastive_eps < 1.0:
+            raise ValueError(f"contrastive_eps must be a number in [0, 1), got {self.contrastive_eps!r}")
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_positive_int(value: object, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _as_int_list(value: Sequence[int], name: str) -> list[int]:
+    """Lists are stored as plain JSON lists; a bare int or string is a type error, reported by name."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"{name} must be a list of positive integers, got {value!r}")
+    return list(value)

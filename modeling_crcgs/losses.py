@@ -1,0 +1,350 @@
+"""The CRCGS losses (METHOD.md "Student losses" and "Hash-head losses"), one function per term.
+
+Each function computes the unweighted term of METHOD.md (the model multiplies by the config weight and
+skips a term whose weight is 0). All of them are batched matrix expressions: no Python loop runs over
+samples or labels. Notation: B = batch size, L = number of labels, ``cosh(a, b) = cos(a, b) / 2``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "cosine_similarity_matrix",
+    "label_similarity",
+    "similarity_likelihood_loss",
+    "base_loss",
+    "distillation_loss",
+    "discriminator_loss",
+    "adversarial_loss",
+    "crd_nce_loss",
+    "contrastive_loss",
+    "support_set_loss",
+    "hash_loss",
+    "hash_loss_terms",
+    "reconstruction_loss",
+]
+
+# Guards the norms of cosine similarities against zero vectors.
+COSINE_EPS = 1e-8
+# Lower bound on the argument of -log in the support-set loss (see `support_set_loss`).
+SUPPORT_SET_EPS = 1e-7
+
+
+def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``cos(a_j, b_k)`` for every pair of rows: (B_a, D) x (B_b, D) -> (B_a, B_b)."""
+    a_n = a / a.norm(dim=1, keepdim=True).clamp_min(COSINE_EPS)
+    b_n = b / b.norm(dim=1, keepdim=True).clamp_min(COSINE_EPS)
+    return a_n @ b_n.T  # (B_a, B_b)
+
+
+def label_similarity(labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.Tensor:
+    """``S_jk = 1[y_j . y_k > 0]`` (METHOD.md "Data and task"): (B_a, L) x (B_b, L) -> (B_a, B_b) in {0, 1}."""
+    dtype = labels_a.dtype if labels_a.is_floating_point() else torch.float32
+    return ((labels_a.to(dtype) @ labels_b.to(dtype).T) > 0).to(dtype)
+
+
+def similarity_likelihood_loss(a: torch.Tensor, b: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of the label similarity under the halved cosine (DSCMR, Zhen et al. CVPR 2019).
+
+    ``J(A, B) = mean_{j,k} [ log(1 + exp(cosh(A_j, B_k))) - S_jk cosh(A_j, B_k) ]`` with
+    ``cosh = cos / 2`` (METHOD.md, "Student losses").
+
+    Args:
+        a: (B_a, D). b: (B_b, D). similarity: (B_a, B_b) matrix S in {0, 1}.
+    """
+    theta = cosine_similarity_matrix(a, b) / 2  # (B_a, B_b)
+    return (F.softplus(theta) - similarity.to(theta.dtype) * theta).mean()
+
+
+def base_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    image_logits: torch.Tensor,
+    text_logits: torch.Tensor,
+    labels: torch.Tensor,
+    label_weight: float = 1.0,
+    similarity_weight: float = 1.0,
+    modality_gap_weight: float = 0.001,
+) -> torch.Tensor:
+    """DSCMR base loss L_o (Zhen et al., CVPR 2019, Eq. 2-4; METHOD.md "Student losses" 1).
+
+    ``L_o = phi [BCE(p, y) + BCE(q, y)] + alpha [J(u,u) + J(u,v) + J(v,v)] + beta mean_i ||u_i - v_i||_2``
+    with BCE = binary cross-entropy with logits, mean over all entries. A term whose weight is 0 is skipped.
+
+    Args:
+        image_embeds, text_embeds: u, v of shape (B, d). image_logits, text_logits: p, q of shape (B, L).
+        labels: multi-hot y of shape (B, L).
+        label_weight, similarity_weight, modality_gap_weight: phi, alpha, beta.
+    """
+    y = labels.to(image_logits.dtype)
+    loss = image_embeds.new_zeros(())
+    if label_weight:
+        bce = F.binary_cross_entropy_with_logits(image_logits, y) + F.binary_cross_entropy_with_logits(
+            text_logits, y
+        )
+        loss = loss + label_weight * bce
+    if similarity_weight:
+        s = label_similarity(y, y)
+        likelihood = (
+            similarity_likelihood_loss(image_embeds, image_embeds, s)
+            + similarity_likelihood_loss(image_embeds, text_embeds, s)
+            + similarity_likelihood_loss(text_embeds, text_embeds, s)
+        )
+        loss = loss + similarity_weight * likelihood
+    if modality_gap_weight:
+        loss = loss + modality_gap_weight * (image_embeds - text_embeds).norm(dim=1).mean()
+    return loss
+
+
+def distillation_loss(
+    image_converted: torch.Tensor,
+    image_teacher: torch.Tensor,
+    text_converted: torch.Tensor,
+    text_teacher: torch.Tensor,
+) -> torch.Tensor:
+    """Distillation to the generative features: ``MSE(a, g) + MSE(b, h)`` (METHOD.md "Student losses" 2).
+
+    Args: a, g, b, h of shape (B, converted_dim); g, h are the frozen teachers' encoder outputs.
+    """
+    return F.mse_loss(image_converted, image_teacher) + F.mse_loss(text_converted, text_teacher)
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of one discriminator on teacher (class 1) and student (class 0) generations.
+
+    ``CE([D(G(teacher)); D(G(student))], [1...; 0...])``, the mean over the 2B rows, as the release's
+    ``Discriminator.train_loss`` on the concatenated batch (METHOD.md "Student losses" 3).
+
+    Args: real_logits (B, 2) = D(G(teacher feature)), fake_logits (B, 2) = D(G(student feature)).
+    """
+    logits = torch.cat([real_logits, fake_logits], dim=0)  # (2B, 2)
+    targets = torch.cat(
+        [
+            torch.ones(real_logits.shape[0], dtype=torch.long, device=logits.device),
+            torch.zeros(fake_logits.shape[0], dtype=torch.long, device=logits.device),
+        ]
+    )
+    return F.cross_entropy(logits, targets)
+
+
+def adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Student side of the adversarial loss: ``CE(D(G(student feature)), 1)`` (METHOD.md "Student losses" 3).
+
+    Args: fake_logits (B, 2). Returns the mean over the batch.
+    """
+    targets = torch.ones(fake_logits.shape[0], dtype=torch.long, device=fake_logits.device)
+    return F.cross_entropy(fake_logits, targets)
+
+
+def crd_nce_loss(
+    teacher: torch.Tensor,
+    student: torch.Tensor,
+    n_data: int,
+    temperature: float,
+    eps: float = 1e-7,
+) -> torch.Tensor:
+    """NCE contrastive distillation between teacher and student rows (CRD, Tian et al. ICLR 2020, Eq. 10-18).
+
+    With ``s_jk = exp(cos(T_j, S_k) / tau)``, B the true batch size, ``P_n = 1 / n_data`` and
+    ``c = (B - 1) P_n``::
+
+        N(T, S) = -(1/B) [ sum_j log( s_jj / (s_jj + c + eps) ) + sum_{j != k} log( c / (s_jk + c + eps) ) ]
+
+    (METHOD.md "Student losses" 4; eps in the divisions as CRD's ``ContrastLoss``.) Computed in log space,
+    ``log(s / (s + c + eps)) = -softplus(log(c + eps) - z)`` with ``z = cos / tau``, so that a small
+    temperature cannot overflow ``exp``; the value is the formula's.
+
+    Args:
+        teacher: T of shape (B, D). student: S of shape (B, D).
+        n_data: n_data of the noise distribution (> 0). temperature: tau (> 0). eps: >= 0.
+    """
+    if teacher.shape != student.shape:
+        raise ValueError(
+            f"teacher and student must have the same shape, got {tuple(teacher.shape)} and {tuple(student.shape)}"
+        )
+    if n_data <= 0 or temperature <= 0:
+        raise ValueError(
+            f"n_data and temperature must be > 0, got n_data={n_data}, temperature={temperature}"
+        )
+    batch = teacher.shape[0]
+    c = (batch - 1) / n_data
+    z = cosine_similarity_matrix(teacher, student) / temperature  # (B, B)
+    log_c_eps = math.log(c + eps) if c + eps > 0 else -math.inf
+    positive = -F.softplus(log_c_eps - z.diagonal())  # (B,)
+    loss = positive.sum()
+    if batch > 1:
+        # log(c / (s + c + eps)) = log c - logaddexp(z, log(c + eps))
+        negative = math.log(c) - torch.logaddexp(z, z.new_tensor(log_c_eps))  # (B, B)
+        off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=z.device)
+        loss = loss + negative[off_diagonal].sum()
+    return -loss / batch
+
+
+def contrastive_loss(
+    image_teacher: torch.Tensor,
+    text_teacher: torch.Tensor,
+    image_converted: torch.Tensor,
+    text_converted: torch.Tensor,
+    n_data: int,
+    temperature: float,
+    eps: float = 1e-7,
+) -> torch.Tensor:
+    """Intra- and inter-modality teacher-student NCE loss (METHOD.md "Student losses" 4).
+
+    ``1/4 [N(g, a) + N(h, b) + N(g, b) + N(h, a)]`` with N from :func:`crd_nce_loss`.
+
+    Args: g, h (teacher features) and a, b (student converted features), each (B, converted_dim).
+    """
+    return (
+        crd_nce_loss(image_teacher, image_converted, n_data, temperature, eps)
+        + crd_nce_loss(text_teacher, text_converted, n_data, temperature, eps)
+        + crd_nce_loss(image_teacher, text_converted, n_data, temperature, eps)
+        + crd_nce_loss(text_teacher, image_converted, n_data, temperature, eps)
+    ) / 4
+
+
+def support_set_loss(
+    image_feats: torch.Tensor,
+    text_feats: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """Support-set regularizer (METHOD.md "Student losses" 5; the paper's Sec. 2.4).
+
+    With ``E_jk = exp(cos(a_j, b_k) / tau)`` and ``C = Y Y^T`` (C_jk = number of labels that j and k share)::
+
+        sI_j = sum_k E_jk C_jk b_k / sum_k E_jk C_jk        (image j's support feature, from texts)
+        sT_j = sum_k E_kj C_jk a_k / sum_k E_kj C_jk        (text j's support feature, from images)
+        L_ssl = -log( 1/2 [ mean_j cos(a_j, sI_j) + mean_j cos(b_j, sT_j) ] )
+
+    The weights ``E_jk C_jk / sum_k E_jk C_jk`` are a softmax of ``z_jk + log C_jk`` over the k with
+    ``C_jk > 0`` (computed that way, so that a small temperature cannot overflow ``exp``).
+
+    Edge cases (documented deviations from the release, which divides 0 by 0):
+
+    * a sample with no label has an empty support set: it is left out of both means;
+    * if no sample has a label, the loss is a zero that keeps the autograd graph of the inputs;
+    * the argument of ``-log`` is clamped below at 1e-7, so orthogonal features (e.g. all-zero ReLU
+      outputs) give a large finite loss instead of ``inf``/``NaN``.
+
+    Args:
+        image_feats: a, converted-space image features (B, D).
+        text_feats: b, converted-space text features (B, D).
+        labels: Y, multi-hot labels (B, L), values >= 0.
+        temperature: tau_s (> 0).
+
+    Returns:
+        Scalar tensor.
+    """
+    if image_feats.dim() != 2 or image_feats.shape != text_feats.shape:
+        raise ValueError(
+            f"image_feats and text_feats must both be (B, D), got {tuple(image_feats.shape)} and {tuple(text_feats.shape)}"
+        )
+    if labels.dim() != 2 or labels.shape[0] != image_feats.shape[0]:
+        raise ValueError(f"labels must be (B, L) with B={image_feats.shape[0]}, got {tuple(labels.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    y = labels.to(image_feats.dtype)
+    counts = y @ y.T  # C: (B, B), symmetric
+    has_support = counts.sum(dim=1) > 0  # (B,), False exactly for samples with no label
+    if not bool(has_support.any()):
+        return (image_feats.sum() + text_feats.sum()) * 0.0
+    z = cosine_similarity_matrix(image_feats, text_feats) / temperature  # (B, B): z_jk = cos(a_j, b_k) / tau
+    in_support = counts > 0
+    log_counts = torch.log(counts.clamp_min(torch.finfo(counts.dtype).tiny))
+    # Rows without support get finite dummy logits; they are dropped from the means below.
+    keep = in_support | ~has_support.unsqueeze(1)
+    image_logits = torch.where(keep, z + log_counts, -math.inf)  # row j: weights over texts k
+    text_logits = torch.where(keep, z.T + log_counts, -math.inf)  # row j: weights over images k (E_kj)
+    image_support = torch.softmax(image_logits, dim=1) @ text_feats  # sI: (B, D)
+    text_support = torch.softmax(text_logits, dim=1) @ image_feats  # sT: (B, D)
+    image_cos = F.cosine_similarity(image_feats, image_support, dim=1, eps=COSINE_EPS)[has_support]
+    text_cos = F.cosine_similarity(text_feats, text_support, dim=1, eps=COSINE_EPS)[has_support]
+    mean_cos = (image_cos.mean() + text_cos.mean()) / 2
+    return -torch.log(mean_cos.clamp_min(SUPPORT_SET_EPS))
+
+
+def hash_loss_terms(
+    hash_combined: torch.Tensor | None,
+    combined_embeds: torch.Tensor,
+    hash_image: torch.Tensor,
+    hash_text: torch.Tensor,
+    labels: torch.Tensor | None,
+    similarity_weight: float = 1.0,
+    label_weight: float = 1.0,
+    quantization_weight: float = 0.0,
+) -> dict[str, torch.Tensor]:
+    """The weighted terms of the hash-head loss (METHOD.md "Hash-head losses"), student frozen.
+
+    With ``c_j = (u_j + v_j) / 2`` and H the hash head's tanh output::
+
+        term1 = mean_j sum_k ( cosh(c_j, c_k) - cosh(H(c_j), H(c_k)) )^2
+        term2 = J(H(u), H(u)) + J(H(u), H(v)) + J(H(v), H(v))
+        term3 = mean_j || H(c_j) - sign(H(c_j)) ||^2
+        L_hash = alpha term1 + beta term2 + gamma term3
+
+    A term whose weight is 0 is skipped and absent from the result (``hash_combined`` may then be None when
+    alpha = gamma = 0, ``labels`` None when beta = 0).
+
+    Args:
+        hash_combined: H(c) (B, K). combined_embeds: c (B, d). hash_image: H(u) (B, K). hash_text: H(v) (B, K).
+        labels: multi-hot (B, L). similarity_weight, label_weight, quantization_weight: alpha, beta, gamma.
+
+    Returns:
+        ``{"hash_similarity": alpha term1, "hash_label": beta term2, "hash_quantization": gamma term3}``,
+        the computed ones.
+    """
+    terms: dict[str, torch.Tensor] = {}
+    if (similarity_weight or quantization_weight) and hash_combined is None:
+        raise ValueError("hash_combined is required when the similarity or quantization weight is > 0")
+    if similarity_weight:
+        target = cosine_similarity_matrix(combined_embeds, combined_embeds) / 2  # (B, B)
+        hashed = cosine_similarity_matrix(hash_combined, hash_combined) / 2  # (B, B)
+        terms["hash_similarity"] = similarity_weight * (target - hashed).pow(2).sum(dim=1).mean()
+    if label_weight:
+        if labels is None:
+            raise ValueError("labels are required for the hash label term (label weight > 0)")
+        s = label_similarity(labels, labels)
+        term2 = (
+            similarity_likelihood_loss(hash_image, hash_image, s)
+            + similarity_likelihood_loss(hash_image, hash_text, s)
+            + similarity_likelihood_loss(hash_text, hash_text, s)
+        )
+        terms["hash_label"] = label_weight * term2
+    if quantization_weight:
+        quantization = (hash_combined - torch.sign(hash_combined)).pow(2).sum(dim=1).mean()
+        terms["hash_quantization"] = quantization_weight * quantization
+    return terms
+
+
+def hash_loss(
+    hash_combined: torch.Tensor | None,
+    combined_embeds: torch.Tensor,
+    hash_image: torch.Tensor,
+    hash_text: torch.Tensor,
+    labels: torch.Tensor | None,
+    similarity_weight: float = 1.0,
+    label_weight: float = 1.0,
+    quantization_weight: float = 0.0,
+) -> torch.Tensor:
+    """``L_hash = alpha term1 + beta term2 + gamma term3``: the sum of :func:`hash_loss_terms` (same arguments)."""
+    terms = hash_loss_terms(
+        hash_combined,
+        combined_embeds,
+        hash_image,
+        hash_text,
+        labels,
+        similarity_weight,
+        label_weight,
+        quantization_weight,
+    )
+    return sum(terms.values(), hash_image.new_zeros(()))
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Teacher reconstruction loss: L1, mean over all entries (METHOD.md "The four networks" 1-2; release ``nn.L1Loss``)."""
+    return F.l1_loss(reconstruction, target)
