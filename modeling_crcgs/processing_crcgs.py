@@ -1,0 +1,181 @@
+"""``CRCGSProcessor``: raw images and captions/tags -> the inputs of a CRCGS model (issue 6).
+
+- images (PIL images, file paths, arrays; one or a list) -> ``pixel_values`` through the image processor;
+- texts (a caption string, a list of captions, or a list of tag lists) -> ``input_ids``/``attention_mask`` through the tokenizer
+  and, when a bag-of-words vocabulary is set, ``text_features``: the BoW vector that BoW text towers
+  and the text-to-image teacher take (METHOD.md, "Data and task"; :mod:`modeling_crcgs.bag_of_words`).
+
+The vocabulary and the document-frequency threshold that built it are saved in
+``processor_config.json`` by ``save_pretrained``, so a checkpoint maps new texts to the same columns.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from transformers import BatchFeature, ProcessorMixin
+
+from .bag_of_words import BagOfWords, TextInput, build_bow_vocabulary, text_words
+
+__all__ = ["CRCGSProcessor", "load_image"]
+
+ImageLike = Any  # PIL.Image.Image | str | os.PathLike | numpy.ndarray | torch.Tensor
+
+
+def load_image(image: ImageLike, where: str = "image") -> ImageLike:
+    """An RGB ``PIL.Image`` from a path or an image; arrays and tensors pass through unchanged.
+
+    Raises:
+        ValueError: for a missing file, a file that does not decode as an image, or another type.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        if not os.path.isfile(path):
+            raise ValueError(f"{where}: image file {path!r} does not exist")
+        try:
+            with Image.open(path) as opened:
+                return opened.convert("RGB")  # convert() decodes the whole file
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise ValueError(f"{where}: {path!r} does not decode as an image ({err})") from err
+    if isinstance(image, Image.Image):
+        try:
+            return image.convert("RGB")
+        except OSError as err:
+            raise ValueError(f"{where}: PIL image does not decode ({err})") from err
+    if isinstance(image, (np.ndarray, torch.Tensor)):
+        return image
+    raise ValueError(
+        f"{where} must be a PIL image, a file path, an array or a tensor, got {type(image).__name__}"
+    )
+
+
+def _as_list(value: Any, single_types: tuple[type, ...]) -> list:
+    """``[value]`` for a single item, ``list(value)`` for a list or tuple of items."""
+    if isinstance(value, single_types) or not isinstance(value, (list, tuple)):
+        return [value]
+    return list(value)
+
+
+class CRCGSProcessor(ProcessorMixin):
+    r"""Image processor + tokenizer + bag-of-words vectorizer for CRCGS models.
+
+    Args:
+        image_processor (`BaseImageProcessor`): e.g. ``ViTImageProcessor``; gives ``pixel_values``.
+        tokenizer (`PreTrainedTokenizerBase`): e.g. a BERT tokenizer; gives ``input_ids``/``attention_mask``.
+        bow_vocabulary (`list[str]`, *optional*): the BoW columns; ``None`` emits no ``text_features``.
+        bow_min_count (`int`, *optional*): the document-frequency threshold that built ``bow_vocabulary``
+            (recorded, see :meth:`fit_bow`).
+        bow_binary (`bool`, *optional*, defaults to `True`): 0/1 presence instead of counts.
+        bow_lowercase (`bool`, *optional*, defaults to `True`): lowercase texts before matching.
+        max_length (`int`, *optional*): truncate token sequences to this length (default: the tokenizer's).
+
+    Example:
+
+    >>> from transformers import ViTImageProcessor
+    >>> processor = CRCGSProcessor(ViTImageProcessor(size={"height": 32, "width": 32}), tokenizer)  # doctest: +SKIP
+    >>> processor.fit_bow(["a dog on grass", "a cat"], min_count=1)  # doctest: +SKIP
+    >>> batch = processor(images=["a.png", "b.png"], text=["a dog", "a cat"])  # doctest: +SKIP
+    >>> sorted(batch)  # doctest: +SKIP
+    ['attention_mask', 'input_ids', 'pixel_values', 'text_features']
+    """
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        bow_vocabulary: list[str] | None = None,
+        bow_min_count: int | None = None,
+        bow_binary: bool = True,
+        bow_lowercase: bool = True,
+        max_length: int | None = None,
+        **kwargs,
+    ):
+        if image_processor is None or tokenizer is None:
+            raise ValueError(
+                "CRCGSProcessor needs both an image_processor and a tokenizer, got "
+                f"image_processor={type(image_processor).__name__}, tokenizer={type(tokenizer).__name__}"
+            )
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+        ):
+            raise ValueError(f"max_length must be a positive integer or None, got {max_length!r}")
+        self.bow_min_count = bow_min_count
+        self.bow_binary, self.bow_lowercase = bow_binary, bow_lowercase
+        self.max_length = max_length
+        self._set_bow(bow_vocabulary)
+        super().__init__(image_processor, tokenizer, **kwargs)
+
+    def _set_bow(self, vocabulary: list[str] | None) -> None:
+        self.bow_vocabulary = None if vocabulary is None else list(vocabulary)
+        self._bow = (
+            None if vocabulary is None else BagOfWords(vocabulary, self.bow_binary, self.bow_lowercase)
+        )
+
+    @property
+    def bow_dim(self) -> int | None:
+        """Length of the BoW vectors (``text_input_dim`` of a BoW model), ``None`` without a vocabulary."""
+        return None if self._bow is None else len(self._bow)
+
+    def fit_bow(
+        self,
+        texts: Sequence[TextInput],
+        min_count: int = 1,
+        max_size: int | None = None,
+        stop_words: Iterable[str] = (),
+    ) -> CRCGSProcessor:
+        """Build the BoW vocabulary from training ``texts`` (document frequency >= ``min_count``)."""
+        vocabulary = build_bow_vocabulary(texts, min_count, max_size, self.bow_lowercase, stop_words)
+        self.bow_min_count = min_count
+        self._set_bow(vocabulary)
+        return self
+
+    def __call__(
+        self,
+        images: ImageLike | Sequence[ImageLike] | None = None,
+        text: TextInput | Sequence[TextInput] | None = None,
+        return_tensors: str | None = "pt",
+        padding: bool | str = True,
+        truncation: bool = True,
+        max_length: int | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """Process a batch of images and/or texts (a single item counts as a batch of one).
+
+        Returns a ``BatchFeature`` with ``pixel_values`` (images), ``input_ids``, ``attention_mask``
+        (texts) and ``text_features`` (texts, when a BoW vocabulary is set).
+        """
+        if images is None and text is None:
+            raise ValueError("CRCGSProcessor needs images, text or both; got neither")
+        data: dict[str, Any] = {}
+        if images is not None:
+            image_list = _as_list(images, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor))
+            if not image_list:
+                raise ValueError("images is an empty list")
+            loaded = [load_image(image, f"images[{i}]") for i, image in enumerate(image_list)]
+            data.update(self.image_processor(loaded, return_tensors=return_tensors, **kwargs))
+        if text is not None:
+            texts = [text] if isinstance(text, str) else list(text)
+            if not texts:
+                raise ValueError("text is an empty list")
+            # Validates every text (non-empty, strings) and gives the tokenizer one string per text.
+            words = [text_words(t, self.bow_lowercase, f"text[{i}]") for i, t in enumerate(texts)]
+            strings = [t if isinstance(t, str) else " ".join(w) for t, w in zip(texts, words, strict=True)]
+            data.update(
+                self.tokenizer(
+                    strings,
+                    padding=padding,
+                    truncation=truncation,
+                    max_length=max_length or self.max_length,
+                    return_tensors=return_tensors,
+                    return_token_type_ids=False,  # one segment per text: the backbone's default (zeros)
+                )
+            )
+            if self._bow is not None:
+                features = self._bow(texts)
+                data["text_features"] = torch.from_numpy(features) if return_tensors == "pt" else features
+        return BatchFeature(data=data, tensor_type=None)
