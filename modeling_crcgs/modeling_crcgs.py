@@ -24,6 +24,7 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForPreTraining,
+    PreTrainedConfig,
     PreTrainedModel,
 )
 from transformers import initialization as init
@@ -267,6 +268,31 @@ def _check_matrix(tensor: object, name: str, width: int, dtype: torch.dtype) -> 
     return tensor
 
 
+def _shape_mismatch_message(path: str | os.PathLike, kwargs: dict) -> str:
+    """Explain a checkpoint/config shape mismatch by the config fields that differ."""
+    try:
+        saved = CRCGSConfig.from_pretrained(path).to_dict()
+    except (OSError, ValueError):
+        saved = {}
+    requested_config = kwargs.get("config")
+    if isinstance(requested_config, PreTrainedConfig):
+        requested = requested_config.to_dict()
+    else:
+        requested = {**saved, **{key: value for key, value in kwargs.items() if key in saved}}
+    skip = {"architectures", "auto_map", "transformers_version", "_name_or_path", "dtype", "torch_dtype"}
+    differences = [
+        f"{key}: checkpoint {saved[key]!r} vs requested {requested[key]!r}"
+        for key in sorted(saved)
+        if key not in skip and key in requested and requested[key] != saved[key]
+    ]
+    detail = "; ".join(differences) if differences else "see the load report above"
+    return (
+        f"the checkpoint at {os.fspath(path)!r} does not fit the requested config (weight shapes differ): "
+        f"{detail}. Load it with its own config.json, or pass ignore_mismatched_sizes=True to re-initialise "
+        "the mismatched weights."
+    )
+
+
 def _check_batch(**tensors: Optional[torch.Tensor]) -> None:
     """All given tensors share one batch size (never broadcast one modality against the other)."""
     sizes = {name: t.shape[0] for name, t in tensors.items() if t is not None}
@@ -296,6 +322,18 @@ class CRCGSPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 bound = 1.0 / math.sqrt(module.weight.shape[1]) if module.weight.shape[1] > 0 else 0.0
                 init.uniform_(module.bias, -bound, bound)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """As ``PreTrainedModel.from_pretrained``, except that a checkpoint whose weight shapes do not fit the
+        requested config raises a ValueError naming the config fields that differ (instead of a RuntimeError
+        pointing at a logged report)."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except RuntimeError as error:
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            raise ValueError(_shape_mismatch_message(pretrained_model_name_or_path, kwargs)) from error
 
     def _check_labels(self, labels: object, name: str = "labels") -> torch.Tensor:
         labels = _check_matrix(labels, name, self.config.num_labels, self.dtype)
