@@ -1,0 +1,290 @@
+"""Every CRCGS loss against a naive per-sample loop of the METHOD.md formula, in float64."""
+
+import math
+
+import pytest
+import torch
+
+from modeling_crcgs import losses
+
+REL_TOL = 1e-5
+
+
+def _rel_close(fast: torch.Tensor, slow: float) -> None:
+    fast = float(fast.detach())
+    assert math.isfinite(fast)
+    assert abs(fast - slow) <= REL_TOL * max(abs(slow), 1e-12), (fast, slow)
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(a @ b) / max(float(a.norm()) * float(b.norm()), 1e-300)
+
+
+def _gen(seed: int, batch: int, dim: int = 7, num_labels: int = 5, nonnegative: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    b = torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    if nonnegative:  # converted features are ReLU outputs
+        a, b = a.abs(), b.abs()
+    y = (torch.rand(batch, num_labels, generator=g) > 0.6).double()
+    y[:, 0] = torch.where(y.sum(1) == 0, 1.0, y[:, 0])  # every sample labelled unless a test says otherwise
+    return a.requires_grad_(), b.requires_grad_(), y
+
+
+def _assert_finite_grads(loss: torch.Tensor, *inputs: torch.Tensor) -> None:
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+    for grad in grads:
+        assert grad is None or bool(torch.isfinite(grad).all())
+
+
+# ---------------------------------------------------------------- slow references (loops over samples)
+
+
+def _loop_similarity(ya, yb):
+    return [[1.0 if float(ya[j] @ yb[k]) > 0 else 0.0 for k in range(len(yb))] for j in range(len(ya))]
+
+
+def _loop_j(a, b, s):
+    total = 0.0
+    for j in range(len(a)):
+        for k in range(len(b)):
+            theta = _cos(a[j], b[k]) / 2
+            total += math.log(1 + math.exp(theta)) - s[j][k] * theta
+    return total / (len(a) * len(b))
+
+
+def _loop_bce(logits, y):
+    total = 0.0
+    for j in range(logits.shape[0]):
+        for c in range(logits.shape[1]):
+            p = 1 / (1 + math.exp(-float(logits[j, c])))
+            total -= float(y[j, c]) * math.log(p) + (1 - float(y[j, c])) * math.log(1 - p)
+    return total / logits.numel()
+
+
+def _loop_ce(logits, target):
+    total = 0.0
+    for j in range(logits.shape[0]):
+        row = [float(v) for v in logits[j]]
+        total += -row[target] + math.log(sum(math.exp(v) for v in row))
+    return total / logits.shape[0]
+
+
+def _loop_nce(t, s, n_data, tau, eps):
+    batch = len(t)
+    c = (batch - 1) / n_data
+    total = 0.0
+    for j in range(batch):
+        for k in range(batch):
+            sjk = math.exp(_cos(t[j], s[k]) / tau)
+            total += math.log(sjk / (sjk + c + eps)) if j == k else math.log(c / (sjk + c + eps))
+    return -total / batch
+
+
+def _loop_support_set(a, b, y, tau):
+    batch, num_labels = y.shape
+    counts = [[0.0] * batch for _ in range(batch)]
+    for i in range(batch):  # the release's three nested loops
+        for lab in range(num_labels):
+            if y[i, lab]:
+                for k in range(batch):
+                    if y[k, lab]:
+                        counts[i][k] += 1
+    img_cos, txt_cos = [], []
+    for j in range(batch):
+        den_i = sum(math.exp(_cos(a[j], b[k]) / tau) * counts[j][k] for k in range(batch))
+        den_t = sum(math.exp(_cos(a[k], b[j]) / tau) * counts[j][k] for k in range(batch))
+        if den_i == 0:  # no label: empty support set, left out
+            continue
+        s_i = sum(math.exp(_cos(a[j], b[k]) / tau) * counts[j][k] * b[k] for k in range(batch)) / den_i
+        s_t = sum(math.exp(_cos(a[k], b[j]) / tau) * counts[j][k] * a[k] for k in range(batch)) / den_t
+        img_cos.append(_cos(a[j], s_i))
+        txt_cos.append(_cos(b[j], s_t))
+    return -math.log((sum(img_cos) / len(img_cos) + sum(txt_cos) / len(txt_cos)) / 2)
+
+
+# ---------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("batch", [1, 2, 9])
+def test_similarity_likelihood_matches_loop(batch):
+    a, b, y = _gen(0, batch)
+    s = losses.label_similarity(y, y)
+    assert s.tolist() == _loop_similarity(y, y)
+    loss = losses.similarity_likelihood_loss(a, b, s)
+    _rel_close(loss, _loop_j(a.detach(), b.detach(), s.tolist()))
+    _assert_finite_grads(loss, a, b)
+
+
+@pytest.mark.parametrize("batch", [1, 6])
+def test_base_loss_matches_loop(batch):
+    u, v, y = _gen(1, batch)
+    g = torch.Generator().manual_seed(2)
+    p = torch.randn(batch, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(batch, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    phi, alpha, beta = 1.3, 0.7, 0.011
+    loss = losses.base_loss(u, v, p, q, y, phi, alpha, beta)
+    ud, vd, s = u.detach(), v.detach(), _loop_similarity(y, y)
+    gap = sum(float((ud[j] - vd[j]).norm()) for j in range(batch)) / batch
+    expected = (
+        phi * (_loop_bce(p.detach(), y) + _loop_bce(q.detach(), y))
+        + alpha * (_loop_j(ud, ud, s) + _loop_j(ud, vd, s) + _loop_j(vd, vd, s))
+        + beta * gap
+    )
+    _rel_close(loss, expected)
+    _assert_finite_grads(loss, u, v, p, q)
+
+
+def test_base_loss_zero_weights_skip_terms():
+    u, v, y = _gen(3, 4)
+    p = torch.zeros(4, 5, dtype=torch.float64)
+    only_gap = losses.base_loss(u, v, p, p, y, 0.0, 0.0, 1.0)
+    _rel_close(only_gap, sum(float((u[j] - v[j]).norm()) for j in range(4)) / 4)
+    assert float(losses.base_loss(u, v, p, p, y, 0.0, 0.0, 0.0)) == 0.0
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_distillation_and_reconstruction_match_loop(batch):
+    a, b, _ = _gen(4, batch)
+    g, h, _ = _gen(5, batch)
+    loss = losses.distillation_loss(a, g, b, h)
+    mse = (
+        sum(float((a[j] - g[j]).pow(2).sum() + (b[j] - h[j]).pow(2).sum()) for j in range(batch)) / a.numel()
+    )
+    _rel_close(loss, mse)
+    _assert_finite_grads(loss, a, b)
+    l1 = losses.reconstruction_loss(a, g)
+    _rel_close(l1, sum(float((a[j] - g[j]).abs().sum()) for j in range(batch)) / a.numel())
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_discriminator_and_adversarial_match_loop(batch):
+    g = torch.Generator().manual_seed(6)
+    real = torch.randn(batch, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    fake = torch.randn(batch, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    d_loss = losses.discriminator_loss(real, fake)
+    expected = (_loop_ce(real.detach(), 1) * batch + _loop_ce(fake.detach(), 0) * batch) / (2 * batch)
+    _rel_close(d_loss, expected)
+    _assert_finite_grads(d_loss, real, fake)
+    adv = losses.adversarial_loss(fake)
+    _rel_close(adv, _loop_ce(fake.detach(), 1))
+    _assert_finite_grads(adv, fake)
+
+
+@pytest.mark.parametrize("batch,n_data,tau", [(1, 10, 0.07), (2, 3, 0.2), (8, 125, 0.07), (8, 1, 0.1)])
+def test_crd_nce_matches_loop(batch, n_data, tau):
+    t, s, _ = _gen(7, batch)
+    loss = losses.crd_nce_loss(t, s, n_data, tau, 1e-7)
+    _rel_close(loss, _loop_nce(t.detach(), s.detach(), n_data, tau, 1e-7))
+    _assert_finite_grads(loss, t, s)
+
+
+def test_crd_nce_small_temperature_stays_finite():
+    t, s, _ = _gen(8, 6)
+    loss = losses.crd_nce_loss(t.float(), s.float(), 10, 1e-3)  # exp(cos / tau) overflows float32
+    assert math.isfinite(float(loss))
+    _assert_finite_grads(loss, t, s)
+
+
+def test_contrastive_loss_is_mean_of_four_nce_terms():
+    g, h, _ = _gen(9, 5)
+    a, b, _ = _gen(10, 5)
+    loss = losses.contrastive_loss(g, h, a, b, 20, 0.07)
+    gd, hd, ad, bd = (x.detach() for x in (g, h, a, b))
+    expected = (
+        sum(_loop_nce(tt, ss, 20, 0.07, 1e-7) for tt, ss in [(gd, ad), (hd, bd), (gd, bd), (hd, ad)]) / 4
+    )
+    _rel_close(loss, expected)
+    _assert_finite_grads(loss, g, h, a, b)
+
+
+@pytest.mark.parametrize("batch,tau", [(1, 0.06), (2, 0.04), (10, 0.06), (10, 0.5)])
+def test_support_set_matches_loop(batch, tau):
+    a, b, y = _gen(11, batch, nonnegative=True)
+    y[0] = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0])  # counts above 1
+    loss = losses.support_set_loss(a, b, y, tau)
+    _rel_close(loss, _loop_support_set(a.detach(), b.detach(), y, tau))
+    _assert_finite_grads(loss, a, b)
+
+
+def test_support_set_gradcheck():
+    a, b, y = _gen(12, 4, dim=3, nonnegative=True)
+    assert torch.autograd.gradcheck(lambda a, b: losses.support_set_loss(a, b, y, 0.3), (a, b))
+
+
+def test_support_set_leaves_out_unlabelled_samples():
+    a, b, y = _gen(13, 7, nonnegative=True)
+    y[[2, 5]] = 0.0
+    loss = losses.support_set_loss(a, b, y, 0.06)
+    keep = [0, 1, 3, 4, 6]
+    _rel_close(loss, _loop_support_set(a.detach(), b.detach(), y, 0.06))
+    _rel_close(loss, float(losses.support_set_loss(a[keep], b[keep], y[keep], 0.06)))
+    grads = torch.autograd.grad(loss, (a, b))
+    assert all(bool(torch.isfinite(g).all()) for g in grads)
+    assert float(grads[0][2].abs().sum()) == 0.0  # an unlabelled sample is in nobody's support set
+
+
+def test_support_set_without_any_label_is_a_zero_with_graph():
+    a, b, y = _gen(14, 4, nonnegative=True)
+    loss = losses.support_set_loss(a, b, torch.zeros_like(y), 0.06)
+    assert float(loss) == 0.0 and loss.requires_grad
+    grad_a, grad_b = torch.autograd.grad(loss, (a, b))
+    assert float(grad_a.abs().sum()) == 0.0 and float(grad_b.abs().sum()) == 0.0
+
+
+def test_support_set_stays_finite_for_small_temperature_and_zero_features():
+    a, b, y = _gen(15, 6, nonnegative=True)
+    assert math.isfinite(float(losses.support_set_loss(a.float(), b.float(), y.float(), 1e-3)))
+    zeros = torch.zeros(6, 7, dtype=torch.float64, requires_grad=True)
+    loss = losses.support_set_loss(zeros, b, y, 0.06)  # all-zero ReLU outputs: cos = 0 -> clamped, not inf
+    assert math.isfinite(float(loss))
+    _assert_finite_grads(loss, zeros, b)
+
+
+def test_support_set_rejects_bad_shapes():
+    a, b, y = _gen(16, 4)
+    with pytest.raises(ValueError, match="image_feats"):
+        losses.support_set_loss(a, b[:3], y, 0.06)
+    with pytest.raises(ValueError, match="labels"):
+        losses.support_set_loss(a, b, y[:3], 0.06)
+    with pytest.raises(ValueError, match="temperature"):
+        losses.support_set_loss(a, b, y, 0.0)
+
+
+@pytest.mark.parametrize("batch", [1, 6])
+def test_hash_loss_matches_loop(batch):
+    u, v, y = _gen(17, batch, dim=9)
+    g = torch.Generator().manual_seed(18)
+    hu, hv, hc = (
+        torch.tanh(torch.randn(batch, 12, generator=g, dtype=torch.float64)).requires_grad_()
+        for _ in range(3)
+    )
+    c = (u + v) / 2
+    alpha, beta, gamma = 1.1, 0.9, 0.3
+    terms = losses.hash_loss_terms(hc, c, hu, hv, y, alpha, beta, gamma)
+    cd, hcd, hud, hvd = c.detach(), hc.detach(), hu.detach(), hv.detach()
+    term1 = (
+        sum(
+            sum((_cos(cd[j], cd[k]) / 2 - _cos(hcd[j], hcd[k]) / 2) ** 2 for k in range(batch))
+            for j in range(batch)
+        )
+        / batch
+    )
+    s = _loop_similarity(y, y)
+    term2 = _loop_j(hud, hud, s) + _loop_j(hud, hvd, s) + _loop_j(hvd, hvd, s)
+    term3 = sum(float((hcd[j] - torch.sign(hcd[j])).pow(2).sum()) for j in range(batch)) / batch
+    _rel_close(terms["hash_similarity"], alpha * term1)
+    _rel_close(terms["hash_label"], beta * term2)
+    _rel_close(terms["hash_quantization"], gamma * term3)
+    total = losses.hash_loss(hc, c, hu, hv, y, alpha, beta, gamma)
+    _rel_close(total, alpha * term1 + beta * term2 + gamma * term3)
+    _assert_finite_grads(total, hc, hu, hv)
+
+
+def test_hash_loss_zero_weights_are_not_computed():
+    u, v, y = _gen(19, 4)
+    terms = losses.hash_loss_terms(None, (u + v) / 2, u, v, None, 0.0, 0.0, 0.0)
+    assert terms == {}
+    assert set(losses.hash_loss_terms(None, (u + v) / 2, u, v, y, 0.0, 1.0, 0.0)) == {"hash_label"}
+    with pytest.raises(ValueError, match="labels"):
+        losses.hash_loss_terms(u, (u + v) / 2, u, v, None, 1.0, 1.0, 0.0)
