@@ -390,6 +390,17 @@ class CRCGSBuilder(datasets.GeneratorBasedBuilder, abc.ABC):
         self._source: SourceData | None = None
         super().__init__(*args, hash=hash or source_digest(type(self)), **kwargs)
 
+    def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
+        """As in ``datasets``, but a bad-input ``ValueError`` raised while writing a split surfaces as itself
+        (``datasets`` wraps it in ``DatasetGenerationError``), e.g. NaN features found in a streamed block."""
+        try:
+            super().download_and_prepare(*args, **kwargs)
+        except datasets.exceptions.DatasetGenerationError as error:
+            cause = error.__cause__
+            if isinstance(cause, ValueError):
+                raise type(cause)(*cause.args) from error
+            raise
+
     @abc.abstractmethod
     def _load_source(self) -> SourceData:
         """Open the files of ``self.config.data_dir`` (lazily for large matrices) and check them."""
