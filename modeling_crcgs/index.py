@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from .encoding import atomic_write, encode_query_codes, encode_split_arrays
 from .hashing import num_packed_bytes, pack_codes
 
 __all__ = ["HashIndex", "INDEX_KINDS"]
@@ -44,19 +43,6 @@ _FORMAT_VERSION = 1
 _INDEX_FILE = "index.faiss"
 _IDS_FILE = "ids.npy"
 _CONFIG_FILE = "index_config.json"
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(temp_path)`` on a temporary file next to ``path``, then ``os.replace`` it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _check_packed(codes: Any, name: str, code_bytes: Optional[int] = None) -> np.ndarray:
@@ -208,8 +194,6 @@ class HashIndex:
         :meth:`from_codes` (``kind``, ``nlist``, ...). See
         :func:`modeling_crcgs.encoding.encode_split_arrays` for the inputs a split may hold.
         """
-        from .encoding import encode_split_arrays
-
         arrays = encode_split_arrays(
             model,
             split,
@@ -312,8 +296,6 @@ class HashIndex:
         ``input_ids=`` + ``attention_mask=``). A text query against an image index is cross-modal
         retrieval (t2i) and vice versa.
         """
-        from .encoding import encode_query_codes
-
         if getattr(model.config, "hash_bits", None) != self.hash_bits:
             raise ValueError(
                 f"model has hash_bits={getattr(model.config, 'hash_bits', None)} but this index holds "
@@ -332,13 +314,13 @@ class HashIndex:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / _INDEX_FILE, lambda tmp: faiss.write_index_binary(self.faiss_index, tmp))
+        atomic_write(directory / _INDEX_FILE, lambda tmp: faiss.write_index_binary(self.faiss_index, tmp))
 
         def write_ids(tmp: str) -> None:
             with open(tmp, "wb") as f:
                 np.save(f, self.ids, allow_pickle=False)
 
-        _atomic_write(directory / _IDS_FILE, write_ids)
+        atomic_write(directory / _IDS_FILE, write_ids)
         config = {
             "format_version": _FORMAT_VERSION,
             "kind": self.kind,
@@ -354,7 +336,7 @@ class HashIndex:
             with open(tmp, "w") as f:
                 json.dump(config, f, indent=2)
 
-        _atomic_write(directory / _CONFIG_FILE, write_config)
+        atomic_write(directory / _CONFIG_FILE, write_config)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> HashIndex:

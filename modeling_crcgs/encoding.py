@@ -1,0 +1,475 @@
+"""Encode dataset splits into common-space embeddings and packed hash codes, in memory or as shards on disk.
+
+The embedding of an item is its common-space representation (``u`` for images, ``v`` for texts, METHOD.md)
+from ``model.get_image_features`` / ``model.get_text_features``; its hash code is
+``model.hash_codes_from_embeddings(embedding)`` (int8 in {-1, +1}), stored packed with
+:func:`modeling_crcgs.hashing.pack_codes`.
+
+:func:`encode_dataset_to_shards` is the big-database path: rows are cut into fixed shards of ``shard_size``
+rows; each shard's rows are split between the processes of an ``accelerate.Accelerator``
+(``split_between_processes``), encoded in batches, gathered back in row order, and written by the main
+process to ``shard_{i:05d}.safetensors`` atomically. A ``manifest.json`` records the run; a rerun with the
+same model, split and options skips the shards already on disk, so a crashed run resumes.
+:func:`load_shards` concatenates the shards in row order (this is what fills a
+:class:`modeling_crcgs.index.HashIndex`).
+
+Inputs per modality: a feature tower reads the ``image_features`` / ``text_features`` column of the split;
+a backbone tower (``config.vision_config`` / ``config.text_config`` set), or a feature tower on a split
+without that column, reads the raw ``image`` / ``text`` column through a ``processor``
+(:class:`modeling_crcgs.processing_crcgs.CRCGSProcessor`: ``processor(images=...)`` gives
+``pixel_values``; ``processor(text=..., padding=True, truncation=True)`` gives ``input_ids`` +
+``attention_mask``, and ``text_features`` when it holds a bag-of-words vocabulary).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from .hashing import pack_codes
+
+__all__ = [
+    "MODALITIES",
+    "atomic_write",
+    "encode_dataset_to_shards",
+    "encode_query_codes",
+    "encode_split_arrays",
+    "load_shards",
+]
+
+logger = logging.getLogger(__name__)
+
+MODALITIES = ("image", "text")
+_MANIFEST = "manifest.json"
+_FORMAT_VERSION = 1
+# Model keyword arguments that belong to each tower.
+_TOWER_INPUTS = {
+    "image": ("image_features", "pixel_values"),
+    "text": ("text_features", "input_ids", "attention_mask", "token_type_ids"),
+}
+_RAW_COLUMN = {"image": "image", "text": "text"}
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call ``write(temp_path)`` on a temporary file next to ``path``, then ``os.replace`` it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+
+    atomic_write(path, write)
+
+
+# --------------------------------------------------------------------------------------------------
+# batches
+def _uses_backbone(model: Any, modality: str) -> bool:
+    """Whether the model's tower for ``modality`` is a transformers backbone (raw inputs) or takes features."""
+    return getattr(model.config, "vision_config" if modality == "image" else "text_config", None) is not None
+
+
+def _input_source(split: Any, modality: str, processor: Any, model: Any) -> str:
+    """The column a modality is read from.
+
+    A feature tower reads ``{modality}_features`` when the split has it; otherwise (and always for a
+    backbone tower) the raw ``image`` / ``text`` column goes through ``processor``.
+    """
+    if modality not in MODALITIES:
+        raise ValueError(f"modalities: expected entries among {MODALITIES}, got {modality!r}")
+    columns, features, raw = split.column_names, f"{modality}_features", _RAW_COLUMN[modality]
+    if not _uses_backbone(model, modality) and features in columns:
+        return features
+    if raw in columns and processor is not None:
+        return raw
+    wanted = (
+        f"a '{raw}' column and a processor"
+        if _uses_backbone(model, modality)
+        else f"a '{features}' column (or a '{raw}' column and a processor)"
+    )
+    raise ValueError(
+        f"split: the model's {modality} tower needs {wanted}; split columns are {columns}, "
+        f"processor={'given' if processor is not None else 'None'}"
+    )
+
+
+def _prepare_inputs(
+    values: Any, modality: str, source: str, processor: Any, model: Any, device: torch.device
+) -> dict:
+    """Keyword arguments of ``model.get_{modality}_features`` for one batch of column values."""
+    if source == f"{modality}_features":
+        features = torch.as_tensor(np.asarray(values, dtype=np.float32))
+        if features.dim() != 2:
+            raise ValueError(
+                f"column {source!r} must hold fixed-length vectors, got batch shape {tuple(features.shape)}"
+            )
+        return {source: features.to(device)}
+    if modality == "image":
+        encoded = processor(images=list(values), return_tensors="pt")
+    else:
+        encoded = processor(text=list(values), return_tensors="pt", padding=True, truncation=True)
+    wanted = _TOWER_INPUTS[modality][1:] if _uses_backbone(model, modality) else _TOWER_INPUTS[modality][:1]
+    missing = [k for k in wanted[:1] if k not in encoded]
+    if missing:
+        raise ValueError(
+            f"processor: expected it to return {missing[0]!r} for the {modality} tower, got {sorted(encoded)}"
+        )
+    return {k: v.to(device) for k, v in encoded.items() if k in wanted}
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def _encode_inputs(model: Any, modality: str, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embeddings float32 (n, d), codes int8 (n, K)) of one batch, on CPU."""
+    embeds = getattr(model, f"get_{modality}_features")(**inputs)
+    codes = model.hash_codes_from_embeddings(embeds)
+    return embeds.float().cpu(), codes.to(torch.int8).cpu()
+
+
+def _encode_positions(
+    model: Any,
+    split: Any,
+    positions: Sequence[int],
+    modalities: Sequence[str],
+    batch_size: int,
+    processor: Any,
+    progress: Optional[Any] = None,
+) -> dict[str, torch.Tensor]:
+    """Encode the given rows of ``split`` in batches on this process: ``{m}_embeds``, ``{m}_codes`` (int8)."""
+    sources = {m: _input_source(split, m, processor, model) for m in modalities}
+    feature_columns = sorted({c for c in sources.values() if c.endswith("_features")})
+    raw_columns = sorted({c for c in sources.values() if not c.endswith("_features")})
+    # numpy format turns fixed-length feature lists into 2-D arrays without Python float objects
+    tables = [split.select_columns(feature_columns).with_format("numpy")] if feature_columns else []
+    tables += [split.select_columns(raw_columns)] if raw_columns else []
+    device = _model_device(model)
+    parts: dict[str, list[torch.Tensor]] = {
+        f"{m}_{kind}": [] for m in modalities for kind in ("embeds", "codes")
+    }
+    for start in range(0, len(positions), batch_size):
+        batch_positions = list(positions[start : start + batch_size])
+        rows = {k: v for table in tables for k, v in table[batch_positions].items()}
+        for m in modalities:
+            embeds, codes = _encode_inputs(
+                model, m, _prepare_inputs(rows[sources[m]], m, sources[m], processor, model, device)
+            )
+            parts[f"{m}_embeds"].append(embeds)
+            parts[f"{m}_codes"].append(codes)
+        if progress is not None:
+            progress.update(len(batch_positions))
+    return {key: torch.cat(chunks) for key, chunks in parts.items()}
+
+
+def _encode_positions_distributed(
+    model: Any,
+    split: Any,
+    positions: list[int],
+    modalities: Sequence[str],
+    batch_size: int,
+    processor: Any,
+    accelerator: Any,
+    progress: Optional[Any] = None,
+) -> dict[str, torch.Tensor]:
+    """Split ``positions`` between processes, encode, gather; every process returns all rows in order.
+
+    ``split_between_processes(..., apply_padding=True)`` gives process ``p`` a contiguous chunk of
+    ``counts[p]`` rows padded to ``chunk`` rows with copies of the last row, so the gathered tensors hold
+    ``num_processes`` chunks of ``chunk`` rows; the padding rows are dropped here.
+    """
+    if accelerator is None or accelerator.num_processes == 1:
+        return _encode_positions(model, split, positions, modalities, batch_size, processor, progress)
+    with accelerator.split_between_processes(positions, apply_padding=True) as local:
+        encoded = _encode_positions(model, split, local, modalities, batch_size, processor, progress)
+        encoded["positions"] = torch.as_tensor(local, dtype=torch.int64)
+    device = accelerator.device
+    gathered = {k: accelerator.gather(v.to(device)).cpu() for k, v in encoded.items()}
+    per_process, extras = divmod(len(positions), accelerator.num_processes)
+    chunk = per_process + (1 if extras else 0)
+    counts = per_process + (np.arange(accelerator.num_processes) < extras)
+    keep = np.concatenate([np.arange(p * chunk, p * chunk + c) for p, c in enumerate(counts)])
+    result = {k: v[keep] for k, v in gathered.items()}
+    if not torch.equal(result.pop("positions"), torch.as_tensor(positions, dtype=torch.int64)):
+        raise RuntimeError("gathered rows are out of order: processes disagree on the split of the rows")
+    return result
+
+
+def _row_ids(split: Any, positions: Sequence[int], id_column: Optional[str]) -> np.ndarray:
+    if id_column is not None and id_column in split.column_names:
+        return np.asarray(split.select_columns([id_column])[list(positions)][id_column], dtype=np.int64)
+    return np.asarray(positions, dtype=np.int64)
+
+
+def _to_numpy(encoded: dict[str, torch.Tensor], modalities: Sequence[str]) -> dict[str, np.ndarray]:
+    out = {}
+    for m in modalities:
+        out[f"{m}_embeds"] = encoded[f"{m}_embeds"].numpy().astype(np.float32, copy=False)
+        out[f"{m}_codes"] = pack_codes(encoded[f"{m}_codes"].numpy())
+    return out
+
+
+def _check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
+    modalities = (modalities,) if isinstance(modalities, str) else tuple(modalities)
+    if (
+        not modalities
+        or any(m not in MODALITIES for m in modalities)
+        or len(set(modalities)) != len(modalities)
+    ):
+        raise ValueError(f"modalities: expected distinct entries among {MODALITIES}, got {modalities!r}")
+    return modalities
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class _EvalMode:
+    """Put a model in eval mode for the duration of a ``with`` block (dropout off), then restore it."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self) -> None:
+        self.model.eval()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.model.train(self.was_training)
+
+
+# --------------------------------------------------------------------------------------------------
+# public API
+def encode_split_arrays(
+    model: Any,
+    split: Any,
+    modalities: Sequence[str] = MODALITIES,
+    batch_size: int = 256,
+    id_column: Optional[str] = "index",
+    processor: Any = None,
+    accelerator: Any = None,
+) -> dict[str, np.ndarray]:
+    """Encode a whole split in memory.
+
+    Returns:
+        ``{"ids": int64 (n,), "{m}_embeds": float32 (n, d), "{m}_codes": uint8 (n, ceil(K/8))}`` for each
+        modality ``m``, rows in split order. Ids come from ``id_column`` when present, else row positions.
+        With an ``accelerator`` of several processes, each process encodes a share and every process
+        gets all rows.
+    """
+    modalities = _check_modalities(modalities)
+    _check_positive("batch_size", batch_size)
+    positions = list(range(len(split)))
+    with _EvalMode(model):
+        encoded = _encode_positions_distributed(
+            model, split, positions, modalities, batch_size, processor, accelerator
+        )
+    return {"ids": _row_ids(split, positions, id_column), **_to_numpy(encoded, modalities)}
+
+
+def encode_query_codes(model: Any, batch_size: int = 1024, **inputs: Any) -> np.ndarray:
+    """Packed hash codes (uint8 `(n, ceil(K/8))`) of one modality's inputs, encoded in batches.
+
+    ``inputs`` are the keyword arguments of ``model.get_image_features`` (``image_features`` or
+    ``pixel_values``) or of ``model.get_text_features`` (``text_features`` or ``input_ids`` +
+    ``attention_mask``), as tensors or numpy arrays with one row per query.
+    """
+    _check_positive("batch_size", batch_size)
+    modalities = [m for m in MODALITIES if any(k in _TOWER_INPUTS[m] for k in inputs)]
+    unknown = sorted(set(inputs) - {k for m in MODALITIES for k in _TOWER_INPUTS[m]})
+    if len(modalities) != 1 or unknown:
+        raise ValueError(
+            f"pass the inputs of exactly one modality (image: {_TOWER_INPUTS['image']}, text: "
+            f"{_TOWER_INPUTS['text']}), got {sorted(inputs)}"
+        )
+    modality = modalities[0]
+    device = _model_device(model)
+    tensors = {k: torch.as_tensor(v) for k, v in inputs.items() if v is not None}
+    if "image_features" in tensors or "text_features" in tensors:
+        key = f"{modality}_features"
+        tensors[key] = tensors[key].float()
+        if tensors[key].dim() != 2:
+            raise ValueError(f"{key} must be 2-D (num_queries, dim), got shape {tuple(tensors[key].shape)}")
+    sizes = {len(t) for t in tensors.values()}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"inputs must have the same number of rows, got { ({k: len(t) for k, t in tensors.items()}) }"
+        )
+    n = sizes.pop()
+    codes = []
+    with _EvalMode(model):
+        for start in range(0, n, batch_size):
+            batch = {k: t[start : start + batch_size].to(device) for k, t in tensors.items()}
+            codes.append(_encode_inputs(model, modality, batch)[1])
+    return pack_codes(torch.cat(codes).numpy())
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of the model's state dict (names, dtypes, shapes and bytes): identifies the weights used."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _shard_name(i: int) -> str:
+    return f"shard_{i:05d}.safetensors"
+
+
+def encode_dataset_to_shards(
+    model: Any,
+    split: Any,
+    output_dir: str | os.PathLike,
+    modalities: Sequence[str] = MODALITIES,
+    batch_size: int = 256,
+    shard_size: int = 65536,
+    accelerator: Any = None,
+    processor: Any = None,
+    id_column: Optional[str] = "index",
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Encode a split into ``shard_{i:05d}.safetensors`` files under ``output_dir``; resumable.
+
+    Shard ``i`` holds rows ``[i * shard_size, min((i + 1) * shard_size, n))`` (independent of the number
+    of processes) as ``ids`` (int64), ``{m}_embeds`` (float32) and ``{m}_codes`` (packed uint8) for each
+    modality ``m``. Every process must call this function (collective gathers); ``output_dir`` must be
+    visible to all of them. The main process writes ``manifest.json`` first; when one already exists it
+    must describe the same run (rows, split fingerprint, model weights, modalities, shard size), and the
+    shards already on disk are skipped. Leftover temporary files of an interrupted write are removed.
+
+    Returns:
+        ``{"num_shards", "encoded": [shard indices computed now], "skipped": [shard indices found on disk]}``.
+    """
+    from tqdm.auto import tqdm
+
+    modalities = _check_modalities(modalities)
+    _check_positive("batch_size", batch_size)
+    _check_positive("shard_size", shard_size)
+    for m in modalities:
+        _input_source(split, m, processor, model)
+    output_dir = Path(output_dir)
+    is_main = accelerator is None or accelerator.is_main_process
+    num_rows = len(split)
+    if num_rows == 0:
+        raise ValueError("split is empty: nothing to encode")
+    num_shards = -(-num_rows // shard_size)
+    manifest = {
+        "format_version": _FORMAT_VERSION,
+        "num_rows": num_rows,
+        "shard_size": shard_size,
+        "num_shards": num_shards,
+        "modalities": list(modalities),
+        "hash_bits": int(model.config.hash_bits),
+        "id_column": id_column if id_column in split.column_names else None,
+        "split_fingerprint": getattr(split, "_fingerprint", None),
+        "model_fingerprint": model_fingerprint(model),
+        "shards": [_shard_name(i) for i in range(num_shards)],
+    }
+    if is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        manifest_path = output_dir / _MANIFEST
+        if manifest_path.is_file():
+            existing = json.loads(manifest_path.read_text())
+            changed = {k: (existing.get(k), v) for k, v in manifest.items() if existing.get(k) != v}
+            if changed:
+                raise ValueError(
+                    f"output_dir {str(output_dir)!r} holds shards of a different run (field: (on disk, now) "
+                    f"= {changed}); use a new output_dir or delete it"
+                )
+        else:
+            _write_json(manifest_path, manifest)
+        for stale in output_dir.glob(".shard_*.tmp"):
+            stale.unlink()
+    # the main process decides which shards exist and tells the others (all must run the same gathers)
+    done = torch.tensor([int(is_main and (output_dir / name).is_file()) for name in manifest["shards"]])
+    num_processes = 1 if accelerator is None else accelerator.num_processes
+    if num_processes > 1:
+        from accelerate.utils import broadcast
+
+        accelerator.wait_for_everyone()
+        done = broadcast(done.to(accelerator.device), from_process=0).cpu()
+    pending = [i for i in range(num_shards) if not done[i]]
+    # the bar counts the main process's share of each shard (ceil(rows / processes))
+    todo_rows = sum(-(-min(shard_size, num_rows - i * shard_size) // num_processes) for i in pending)
+    disable = not show_progress or (accelerator is not None and not accelerator.is_local_main_process)
+    with _EvalMode(model), tqdm(total=todo_rows, desc="encoding", disable=disable) as bar:
+        for i in pending:
+            positions = list(range(i * shard_size, min((i + 1) * shard_size, num_rows)))
+            encoded = _encode_positions_distributed(
+                model, split, positions, modalities, batch_size, processor, accelerator, bar
+            )
+            if is_main:
+                tensors = {"ids": _row_ids(split, positions, id_column), **_to_numpy(encoded, modalities)}
+                metadata = {"shard_index": str(i), "start": str(positions[0]), "stop": str(positions[-1] + 1)}
+                _write_shard(output_dir / _shard_name(i), tensors, metadata)
+            logger.info("wrote shard %d/%d (%d rows)", i + 1, num_shards, len(positions))
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    return {
+        "num_shards": num_shards,
+        "encoded": pending,
+        "skipped": [i for i in range(num_shards) if done[i]],
+    }
+
+
+def _write_shard(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    from safetensors.numpy import save_file
+
+    atomic_write(
+        path, lambda tmp: save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata)
+    )
+
+
+def load_shards(output_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Concatenate the shards written by :func:`encode_dataset_to_shards` in row order.
+
+    Returns:
+        ``{"ids", "{m}_embeds", "{m}_codes"}`` numpy arrays over all rows.
+
+    Raises:
+        ValueError: no manifest, missing shards (an unfinished run: rerun the encoder to resume), or
+            shards whose sizes disagree with the manifest.
+    """
+    from safetensors.numpy import load_file
+
+    output_dir = Path(output_dir)
+    manifest_path = output_dir / _MANIFEST
+    if not manifest_path.is_file():
+        raise ValueError(f"output_dir {str(output_dir)!r} holds no {_MANIFEST}: not an encoder output folder")
+    manifest = json.loads(manifest_path.read_text())
+    missing = [name for name in manifest["shards"] if not (output_dir / name).is_file()]
+    if missing:
+        raise ValueError(
+            f"output_dir {str(output_dir)!r} is missing {len(missing)} of {manifest['num_shards']} shards "
+            f"(first: {missing[0]}): the encoding did not finish; rerun it to resume"
+        )
+    shards = [load_file(output_dir / name) for name in manifest["shards"]]
+    keys = ["ids"] + [f"{m}_{kind}" for m in manifest["modalities"] for kind in ("embeds", "codes")]
+    result = {k: np.concatenate([s[k] for s in shards]) for k in keys}
+    if len(result["ids"]) != manifest["num_rows"]:
+        raise ValueError(
+            f"shards in {str(output_dir)!r} hold {len(result['ids'])} rows, manifest says {manifest['num_rows']}"
+        )
+    return result
