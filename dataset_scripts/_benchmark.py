@@ -1,0 +1,226 @@
+"""The base of the three benchmark builders (MIRFLICKR-25K, NUS-WIDE, MS-COCO).
+
+Each benchmark comes in up to three layouts (``BenchmarkConfig.layout``):
+
+``"mat_images"``
+    The cross-modal hashing layout of DCMH (Jiang & Li, CVPR 2017) and its successors: three MATLAB
+    files ``<prefix>-iall.mat`` (``IAll``, images, H x W x C x N uint8, v7.3/HDF5), ``<prefix>-yall.mat``
+    (``YAll``, N x V bag of words) and ``<prefix>-lall.mat`` (``LAll``, N x L labels). Images become
+    the ``image`` column (PNG, encoded a block at a time).
+``"mat_features"``
+    The same with a matrix of pre-extracted image features (e.g. 4096-d VGG fc7) instead of ``IAll``
+    (``image_features_file`` / ``image_features_key``), as the ``image_features`` column.
+``"official"``
+    The dataset's own distribution, parsed by the subclass (``_load_official``).
+
+File names and keys are options, so other packagings of the same arrays load too (one file holding
+all three keys: give the same name three times). MATLAB v5 files are read with scipy, v7.3 with h5py
+(MATLAB's column-major layout undone; ``matlab_layout`` forces it on or off).
+
+Rows with no label or an empty bag of words are dropped when ``drop_incomplete`` is on (default: on
+for the official layouts and for NUS-WIDE, whose protocol drops them; off for the prepared MIRFLICKR
+and COCO ``.mat`` files, where such a row is an error unless ``allow_empty_labels=True``). The
+``index`` column is always the row (or COCO image id) in the ORIGINAL files, before dropping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import datasets
+import numpy as np
+
+from . import _bag_of_words, _benchmark_readers, _raw_formats, _readers, _splits
+from . import common as _common
+from ._benchmark_readers import MatlabImages, nonempty_rows, subset_source
+from .common import (
+    CRCGSBuilder,
+    CRCGSConfig,
+    SourceData,
+    load_array,
+    make_features,
+    make_info,
+    open_matrix,
+    require_file,
+    to_multi_hot,
+)
+
+LAYOUTS: tuple[str, ...] = ("mat_images", "mat_features", "official")
+
+
+@dataclasses.dataclass
+class BenchmarkConfig(CRCGSConfig):
+    """Options shared by the benchmark builders (plus the split options of ``CRCGSConfig``).
+
+    layout (`str`, defaults to ``"mat_images"``): ``"mat_images"``, ``"mat_features"`` or ``"official"``.
+    images_file, images_key (`str`): the MATLAB image array (``*-iall.mat``, ``IAll``).
+    image_features_file, image_features_key (`str`): pre-extracted image features for ``"mat_features"``.
+    text_file, text_key (`str`): the bag-of-words matrix (``*-yall.mat``, ``YAll``).
+    labels_file, labels_key (`str`): the label matrix (``*-lall.mat``, ``LAll``).
+    matlab_layout (`bool`, *optional*): force MATLAB's transposed HDF5 layout on/off (default: detect).
+    label_names (`tuple[str]`, *optional*): names of the label columns of the ``.mat`` layouts.
+    drop_incomplete (`bool`, *optional*): drop rows with no label or an empty BoW (default: see module).
+    image_block_rows (`int`, defaults to 64): images decoded per block while preparing.
+    """
+
+    layout: str = "mat_images"
+    images_file: str = ""
+    images_key: str = "IAll"
+    image_features_file: str = ""
+    image_features_key: str = "XAll"
+    text_file: str = ""
+    text_key: str = "YAll"
+    labels_file: str = ""
+    labels_key: str = "LAll"
+    matlab_layout: bool | None = None
+    label_names: tuple[str, ...] | None = None
+    drop_incomplete: bool | None = None
+    image_block_rows: int = 64
+
+
+@dataclasses.dataclass
+class LoadedSource:
+    """A builder's rows before dropping: the data, the original id of each row, and facts to record."""
+
+    source: SourceData
+    original_index: np.ndarray
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _digest(cls: type) -> str:
+    """Hash of the builder's module and every helper module it runs: a code change gives a fresh cache."""
+    digest = hashlib.sha256()
+    modules = (_common, _readers, _splits, _bag_of_words, _benchmark_readers, _raw_formats)
+    for module in (inspect.getmodule(cls), inspect.getmodule(_digest), *modules):
+        digest.update(inspect.getsource(module).encode("utf-8"))  # no open(): datasets patches it here
+    return digest.hexdigest()[:16]
+
+
+class BenchmarkBuilder(CRCGSBuilder):
+    """Shared ``_info``/``_load_source`` of the benchmark builders; subclasses give metadata and
+    ``_load_official``. File I/O lives in plain modules (``_raw_formats``, ``_benchmark_readers``):
+    ``datasets`` patches ``open``/``numpy.load`` in builder modules."""
+
+    BUILDER_CONFIG_CLASS = BenchmarkConfig
+    DATASET: ClassVar[str] = ""
+    CITATION: ClassVar[str] = ""
+    DESCRIPTION: ClassVar[str] = ""
+    HOMEPAGE: ClassVar[str] = ""
+    LICENSE: ClassVar[str] = ""
+    MAT_LABEL_NAMES: ClassVar[tuple[str, ...] | None] = None  # column names of LAll, when known
+    DROP_INCOMPLETE_MAT: ClassVar[bool] = False
+
+    def __init__(self, *args: Any, hash: str | None = None, **kwargs: Any):
+        self._original_index: np.ndarray | None = None
+        self._facts: dict[str, Any] = {}
+        super().__init__(*args, hash=hash or _digest(type(self)), **kwargs)
+
+    def _info(self) -> datasets.DatasetInfo:
+        source = self.source
+        features = make_features(
+            source.label_names,
+            image_dim=source.image_dim,
+            text_dim=source.text_dim,
+            with_image=source.images is not None,
+            with_text=source.texts is not None,
+        )
+        return make_info(
+            self.config,
+            features,
+            description=self.DESCRIPTION,
+            citation=self.CITATION,
+            homepage=self.HOMEPAGE,
+            license=self.LICENSE,
+            extra={"dataset": self.DATASET, "config": self.config.name, **self._facts},
+        )
+
+    def _load_official(self) -> LoadedSource:
+        raise ValueError(f"{self.DATASET}: this builder has no official layout; use layout='mat_images'")
+
+    def _load_source(self) -> SourceData:
+        config = self.config
+        if config.layout not in LAYOUTS:
+            raise ValueError(f"{self.DATASET}: layout must be one of {list(LAYOUTS)}, got {config.layout!r}")
+        if config.layout == "official":
+            loaded = self._load_official()
+            drop = True if config.drop_incomplete is None else config.drop_incomplete
+        else:
+            loaded = self._load_mat()
+            drop = self.DROP_INCOMPLETE_MAT if config.drop_incomplete is None else config.drop_incomplete
+        source, index = loaded.source, loaded.original_index
+        facts = {"layout": config.layout, "rows_in_files": source.num_rows, **loaded.facts}
+        if drop:
+            has_label = source.labels.any(axis=1)
+            has_text = nonempty_rows(source.text_features, chunk_rows=config.chunk_rows)
+            keep = np.flatnonzero(has_label & has_text)
+            facts.update(
+                dropped_without_label=int((~has_label).sum()),
+                dropped_empty_text=int((has_label & ~has_text).sum()),
+            )
+            source, index = subset_source(source, keep), index[keep]
+        facts["rows"] = source.num_rows
+        self._original_index, self._facts = index, facts
+        return source
+
+    def _load_mat(self) -> LoadedSource:
+        """The ``mat_images`` / ``mat_features`` layouts (see the module docstring)."""
+        config, dataset = self.config, self.DATASET
+        labels_path = require_file(config.data_dir, config.labels_file, dataset=dataset)
+        labels_source = f"{labels_path.name}:{config.labels_key}"
+        labels = to_multi_hot(
+            load_array(labels_path, config.labels_key, matlab_layout=config.matlab_layout),
+            source=labels_source,
+        )
+        text = open_matrix(
+            require_file(config.data_dir, config.text_file, dataset=dataset),
+            config.text_key,
+            matlab_layout=config.matlab_layout,
+        )
+        images = image_features = None
+        if config.layout == "mat_images":
+            images = MatlabImages(
+                config.data_dir,
+                config.images_file,
+                config.images_key,
+                dataset=dataset,
+                block_rows=config.image_block_rows,
+            )
+        else:
+            image_features = open_matrix(
+                require_file(config.data_dir, config.image_features_file, dataset=dataset),
+                config.image_features_key,
+                matlab_layout=config.matlab_layout,
+            )
+        source = SourceData(
+            labels=labels,
+            label_names=self._mat_label_names(labels.shape[1], labels_source),
+            image_features=image_features,
+            text_features=text,
+            images=images,
+            labels_source=labels_source,
+        )
+        return LoadedSource(source=source, original_index=np.arange(source.num_rows, dtype=np.int64))
+
+    def _mat_label_names(self, num_labels: int, labels_source: str) -> list[str]:
+        names = self.config.label_names
+        if names is None:
+            known = self.MAT_LABEL_NAMES
+            if known is not None and len(known) == num_labels:
+                return list(known)
+            return [f"label_{i:02d}" for i in range(num_labels)]
+        if len(names) != num_labels:
+            raise ValueError(
+                f"{self.DATASET}: label_names gives {len(names)} names, but {labels_source} has {num_labels} columns"
+            )
+        return list(names)
+
+    def _generate_examples(self, rows: np.ndarray) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Rows of one split; ``index`` is the row in the original files (``original_index``)."""
+        original = self._original_index
+        for key, example in super()._generate_examples(rows):
+            example["index"] = int(original[key])
+            yield key, example
