@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import datasets
@@ -84,10 +83,9 @@ class BenchmarkConfig(CRCGSConfig):
 
 @dataclasses.dataclass
 class LoadedSource:
-    """A builder's rows before dropping: the data, the original id of each row, and facts to record."""
+    """A builder's rows before dropping (``source.index``: original ids) and facts to record."""
 
     source: SourceData
-    original_index: np.ndarray
     facts: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -115,7 +113,6 @@ class BenchmarkBuilder(CRCGSBuilder):
     DROP_INCOMPLETE_MAT: ClassVar[bool] = False
 
     def __init__(self, *args: Any, hash: str | None = None, **kwargs: Any):
-        self._original_index: np.ndarray | None = None
         self._facts: dict[str, Any] = {}
         super().__init__(*args, hash=hash or _digest(type(self)), **kwargs)
 
@@ -151,7 +148,7 @@ class BenchmarkBuilder(CRCGSBuilder):
         else:
             loaded = self._load_mat()
             drop = self.DROP_INCOMPLETE_MAT if config.drop_incomplete is None else config.drop_incomplete
-        source, index = loaded.source, loaded.original_index
+        source = loaded.source
         facts = {"layout": config.layout, "rows_in_files": source.num_rows, **loaded.facts}
         if drop:
             has_label = source.labels.any(axis=1)
@@ -161,9 +158,9 @@ class BenchmarkBuilder(CRCGSBuilder):
                 dropped_without_label=int((~has_label).sum()),
                 dropped_empty_text=int((has_label & ~has_text).sum()),
             )
-            source, index = subset_source(source, keep), index[keep]
+            source = subset_source(source, keep)
         facts["rows"] = source.num_rows
-        self._original_index, self._facts = index, facts
+        self._facts = facts
         return source
 
     def _load_mat(self) -> LoadedSource:
@@ -174,6 +171,7 @@ class BenchmarkBuilder(CRCGSBuilder):
         labels = to_multi_hot(
             load_array(labels_path, config.labels_key, matlab_layout=config.matlab_layout),
             source=labels_source,
+            num_labels=self._mat_num_labels(),
         )
         text = open_matrix(
             require_file(config.data_dir, config.text_file, dataset=dataset),
@@ -203,7 +201,11 @@ class BenchmarkBuilder(CRCGSBuilder):
             images=images,
             labels_source=labels_source,
         )
-        return LoadedSource(source=source, original_index=np.arange(source.num_rows, dtype=np.int64))
+        return LoadedSource(source=source)
+
+    def _mat_num_labels(self) -> int | None:
+        """The number of label columns the ``.mat`` layouts must have (None: any)."""
+        return None
 
     def _mat_label_names(self, num_labels: int, labels_source: str) -> list[str]:
         names = self.config.label_names
@@ -217,10 +219,3 @@ class BenchmarkBuilder(CRCGSBuilder):
                 f"{self.DATASET}: label_names gives {len(names)} names, but {labels_source} has {num_labels} columns"
             )
         return list(names)
-
-    def _generate_examples(self, rows: np.ndarray) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Rows of one split; ``index`` is the row in the original files (``original_index``)."""
-        original = self._original_index
-        for key, example in super()._generate_examples(rows):
-            example["index"] = int(original[key])
-            yield key, example

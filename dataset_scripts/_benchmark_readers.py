@@ -186,4 +186,5 @@ def subset_source(source: SourceData, keep: np.ndarray) -> SourceData:
         texts=texts,
         images=images,
         labels_source=source.labels_source,
+        index=(np.arange(source.num_rows, dtype=np.int64) if source.index is None else source.index)[keep],
     )

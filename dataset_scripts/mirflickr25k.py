@@ -144,6 +144,7 @@ class Mirflickr25k(BenchmarkBuilder):
             texts=[" ".join(doc) for doc in tags],
             images=images,
             labels_source=f"{config.annotations_archive} concept files",
+            index=numbers - 1,
         )
         facts = {"min_tag_count": config.min_tag_count, "vocabulary": bow.vocabulary}
-        return LoadedSource(source=source, original_index=numbers - 1, facts=facts)
+        return LoadedSource(source=source, facts=facts)

@@ -1,0 +1,163 @@
+"""NUS-WIDE builder on tiny files in the real formats: DCMH-style v7.3 .mat files and the official
+Groundtruth/AllLabels + NUS_WID_Tags text matrices (folders or zips)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from benchmark_fixtures import (
+    assert_split_contract,
+    build,
+    decode,
+    split_rows,
+    write_mat73,
+    write_zip,
+)
+
+from dataset_scripts import label_names, split_recipe
+
+PER_CLASS = {"query_per_class": 2, "validation_per_class": 2, "train_per_class": 5}
+CONCEPTS = ("animal", "beach", "clouds", "sky", "water")  # positives: 60, 45, 30, 60, 8 of 150
+N, VOCAB, FEAT = 150, 12, 6
+
+
+def _official_arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((N, len(CONCEPTS)), dtype=np.uint8)
+    for column, count in enumerate((60, 45, 30, 60, 8)):
+        labels[rng.choice(N, size=count, replace=False), column] = 1
+    tags = (rng.random((N, VOCAB)) < 0.15).astype(np.uint8)
+    tags[:20:3] = 0  # some images without any of the 1k tags
+    return {"labels": labels, "tags": tags, "features": rng.normal(size=(N, FEAT)).astype(np.float32)}
+
+
+def _write_official(directory, arrays, *, zipped: bool, label_overrides=None):
+    directory.mkdir(parents=True, exist_ok=True)
+    label_files = {
+        f"Groundtruth/AllLabels/Labels_{c}.txt": "".join(f"{v}\n" for v in arrays["labels"][:, j]).encode()
+        for j, c in enumerate(CONCEPTS)
+    }
+    label_files["Groundtruth/TrainTestLabels/Labels_sky_Train.txt"] = b"1\n0\n"  # not an AllLabels file
+    label_files.update(label_overrides or {})
+    tag_files = {
+        "NUS_WID_Tags/AllTags1k.txt": "".join(
+            "\t".join(map(str, row)) + "\n" for row in arrays["tags"]
+        ).encode(),
+        "NUS_WID_Tags/TagList1k.txt": "".join(f"tag{k}\n" for k in range(VOCAB)).encode(),
+    }
+    if zipped:
+        write_zip(directory / "Groundtruth.zip", label_files)
+        write_zip(directory / "NUS_WID_Tags.zip", tag_files)
+    else:
+        for name, data in {**label_files, **tag_files}.items():
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)
+            (directory / name).write_bytes(data)
+    np.save(directory / "image_features.npy", arrays["features"])
+    return directory
+
+
+def _reference(arrays, num_concepts):
+    """Plain-loop reference: top concepts by count (ties alphabetical), rows with a label and a tag."""
+    counts = {c: int(arrays["labels"][:, j].sum()) for j, c in enumerate(CONCEPTS)}
+    chosen = sorted(CONCEPTS, key=lambda c: (-counts[c], c))[:num_concepts]
+    rows = {}
+    for i in range(N):
+        labels = [int(arrays["labels"][i, CONCEPTS.index(c)]) for c in chosen]
+        if any(labels) and arrays["tags"][i].any():
+            rows[i] = labels
+    return chosen, rows
+
+
+@pytest.mark.parametrize("zipped", [False, True])
+def test_official_layout_matches_loop_reference(tmp_path, zipped):
+    arrays = _official_arrays()
+    data_dir = _write_official(tmp_path / "nus", arrays, zipped=zipped)
+    ds = build(
+        "nus_wide", data_dir, tmp_path / "cache", config_name="tc21_official", num_concepts=3, **PER_CLASS
+    )
+    chosen, reference = _reference(arrays, 3)
+    assert label_names(ds) == chosen == ["animal", "sky", "beach"]
+    recipe = split_recipe(ds)
+    assert recipe["rows"] == len(reference) and recipe["method"] == "class_balanced"
+    assert recipe["vocabulary"] == [f"tag{k}" for k in range(VOCAB)]
+    assert_split_contract(ds, num_query=6, num_validation=6, num_train=15, num_rows=len(reference))
+    for split in ("query", "validation", "train"):
+        per_class = np.asarray(ds[split]["labels"]).sum(axis=0)
+        assert np.all(per_class >= {"query": 2, "validation": 2, "train": 5}[split]), (split, per_class)
+    database = ds["database"]
+    assert set(database["index"]) | set(ds["query"]["index"]) == set(reference)
+    for example in database.select(range(10)):
+        i = example["index"]
+        assert example["labels"] == reference[i]
+        np.testing.assert_array_equal(example["text_features"], arrays["tags"][i])
+        np.testing.assert_allclose(example["image_features"], arrays["features"][i])
+
+
+@pytest.fixture(scope="module")
+def mat_data(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    n = 60
+    labels = (rng.random((n, 3)) < 0.4).astype(np.float64)
+    labels[np.arange(n), rng.integers(0, 3, n)] = 1
+    labels[[4, 11]] = 0  # no label -> dropped
+    bow = (rng.random((n, VOCAB)) < 0.3).astype(np.float64)
+    bow[[7, 11, 30]] = 0  # empty bag of words -> dropped
+    images = rng.integers(0, 256, (n, 5, 7, 3), dtype=np.uint8)
+    directory = tmp_path_factory.mktemp("nus_mat")
+    write_mat73(directory / "nus-wide-tc10-iall.mat", {"IAll": images.transpose(1, 2, 3, 0)})
+    write_mat73(directory / "nus-wide-tc10-yall.mat", {"YAll": bow})
+    write_mat73(directory / "nus-wide-tc10-lall.mat", {"LAll": labels})
+    return directory, {"labels": labels, "bow": bow, "images": images}
+
+
+def test_mat_layout_drops_incomplete_pairs(mat_data, tmp_path):
+    directory, arrays = mat_data
+    ds = build("nus_wide", directory, tmp_path, config_name="tc10", num_concepts=3, **PER_CLASS)
+    recipe = split_recipe(ds)
+    assert (recipe["dropped_without_label"], recipe["dropped_empty_text"], recipe["rows"]) == (2, 2, 56)
+    assert_split_contract(ds, num_query=6, num_validation=6, num_train=15, num_rows=56)
+    kept = set(split_rows(ds)["database"]) | set(split_rows(ds)["query"])
+    assert kept == set(range(60)) - {4, 7, 11, 30}  # index = row in the .mat files
+    for example in ds["query"]:
+        i = example["index"]
+        np.testing.assert_array_equal(decode(example["image"]), arrays["images"][i])
+        np.testing.assert_array_equal(example["text_features"], arrays["bow"][i])
+        np.testing.assert_array_equal(example["labels"], arrays["labels"][i])
+    again = build("nus_wide", directory, tmp_path / "again", config_name="tc10", num_concepts=3, **PER_CLASS)
+    for name, rows in split_rows(ds).items():
+        np.testing.assert_array_equal(rows, split_rows(again)[name])
+
+
+def test_mat_label_width_must_match_num_concepts(mat_data, tmp_path):
+    with pytest.raises(ValueError, match=r"nus-wide-tc10-lall.mat:LAll: expected 10 label columns, got 3"):
+        build("nus_wide", mat_data[0], tmp_path, config_name="tc10", **PER_CLASS)
+
+
+def test_too_few_rows_per_class(mat_data, tmp_path):
+    with pytest.raises(ValueError, match="class-balanced split needs 700 rows per class"):
+        build("nus_wide", mat_data[0], tmp_path, config_name="tc10", num_concepts=3)
+
+
+def test_official_bad_inputs(tmp_path):
+    arrays = _official_arrays()
+    options = {"config_name": "tc21_official", "num_concepts": 3, **PER_CLASS}
+    short = {"Groundtruth/AllLabels/Labels_beach.txt": b"0\n" * (N - 1)}
+    data_dir = _write_official(tmp_path / "a", arrays, zipped=False, label_overrides=short)
+    with pytest.raises(ValueError, match=r"row counts disagree.*Labels_beach.txt has 149"):
+        build("nus_wide", data_dir, tmp_path / "c1", **options)
+    not_binary = {"Groundtruth/AllLabels/Labels_beach.txt": b"2\n" * N}
+    data_dir = _write_official(tmp_path / "b", arrays, zipped=True, label_overrides=not_binary)
+    with pytest.raises(
+        ValueError,
+        match=r"Groundtruth.zip:Groundtruth/AllLabels/Labels_beach.txt: expected 0/1 values, got 2",
+    ):
+        build("nus_wide", data_dir, tmp_path / "c2", **options)
+    data_dir = _write_official(tmp_path / "c", {**arrays, "tags": arrays["tags"][:-1]}, zipped=True)
+    with pytest.raises(ValueError, match=r"row counts disagree.*AllTags1k.txt has 149"):
+        build("nus_wide", data_dir, tmp_path / "c3", **options)
+    data_dir = _write_official(tmp_path / "d", arrays, zipped=True)
+    with pytest.raises(ValueError, match=r"concepts \['mountain'\] have no Labels_<concept>.txt"):
+        build("nus_wide", data_dir, tmp_path / "c4", concepts=("sky", "mountain"), **options)
+    (data_dir / "image_features.npy").unlink()
+    with pytest.raises(ValueError, match="required file 'image_features.npy' not found"):
+        build("nus_wide", data_dir, tmp_path / "c5", **options)
