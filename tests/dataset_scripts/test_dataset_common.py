@@ -11,10 +11,12 @@ import scipy.io
 from dataset_scripts._splits import _balanced_from_keys
 from dataset_scripts.common import (
     ArrayRows,
+    CRCGSBuilder,
     CRCGSConfig,
     H5Rows,
     MissingFileError,
     NpyRows,
+    SourceData,
     check_finite,
     check_nonempty_labels,
     check_row_counts,
@@ -24,6 +26,7 @@ from dataset_scripts.common import (
     label_names,
     load_array,
     make_features,
+    make_info,
     make_splits,
     open_matrix,
     random_splits,
@@ -351,3 +354,36 @@ def test_make_features_and_label_names():
         make_features(["a"], text_dim=1)
     with pytest.raises(ValueError, match="label_ids"):
         label_names(datasets.Features({"x": datasets.Value("int8")}))
+
+
+class _ToyBuilder(CRCGSBuilder):
+    """A builder whose source dropped rows: ``index`` holds the original row numbers."""
+
+    BUILDER_CONFIGS = [CRCGSConfig(name="default", num_query=4, num_validation=3, num_train=10)]
+
+    def _info(self):
+        features = make_features(["a", "b", "c"], image_dim=2, text_dim=3)
+        return make_info(self.config, features, description="toy")
+
+    def _load_source(self):
+        rng = np.random.default_rng(0)
+        labels = np.eye(3, dtype=np.int8)[np.arange(30) % 3]
+        return SourceData(
+            labels=labels,
+            label_names=["a", "b", "c"],
+            image_features=ArrayRows(rng.random((30, 2)), source="img"),
+            text_features=ArrayRows(rng.random((30, 3)), source="txt"),
+            index=np.arange(30) * 10 + 7,
+        )
+
+
+def test_source_index_maps_positions_to_original_rows(tmp_path):
+    builder = _ToyBuilder(cache_dir=str(tmp_path), chunk_rows=4)
+    builder.download_and_prepare()
+    ds = builder.as_dataset()
+    positions = random_splits(30, num_query=4, num_validation=3, num_train=10, seed=0)
+    for name in ds:
+        assert ds[name]["index"] == (positions[name] * 10 + 7).tolist()
+    assert ds["train"][0]["labels"] == np.eye(3, dtype=int)[positions["train"][0] % 3].tolist()
+    with pytest.raises(ValueError, match="row counts disagree.*index has 29"):
+        SourceData(labels=np.ones((30, 1), np.int8), label_names=["a"], index=np.arange(29))

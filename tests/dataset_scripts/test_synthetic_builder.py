@@ -136,3 +136,12 @@ def test_registry_reports_a_missing_builder_module(monkeypatch):
     with pytest.raises(ValueError, match="builder module dataset_scripts.not_yet_written is not available"):
         dataset_scripts.get_builder_class("not_yet")
     assert dataset_scripts.get_builder_class("synthetic").__name__ == "Synthetic"
+
+
+def test_streaming_examples_match_prepared_tables(tmp_path):
+    """``_generate_examples`` (streaming) and ``_generate_tables`` (prepare) give the same rows."""
+    builder = dataset_scripts.get_builder_class("synthetic")(cache_dir=str(tmp_path), with_text=True, **SMALL)
+    builder.download_and_prepare()
+    prepared, streamed = builder.as_dataset(), builder.as_streaming_dataset()
+    for split in ("query", "validation"):
+        assert list(streamed[split]) == prepared[split].to_list()
