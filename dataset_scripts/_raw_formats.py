@@ -23,15 +23,18 @@ import pandas as pd
 
 class RawFiles:
     """Files of one distribution: members of ``<data_dir>/<archive>`` when that zip exists, else files
-    under ``<data_dir>`` (the archive extracted in place) or under ``<data_dir>/<archive stem>``.
+    under ``<data_dir>`` (the archive extracted in place).
 
-    Members are addressed by their POSIX path inside the archive (``"mirflickr/im1.jpg"``). Use as a
-    context manager, or call :meth:`close`, so that an open zip is released.
+    Members are addressed by their POSIX path inside the archive (``"mirflickr/im1.jpg"``); :meth:`find`
+    locates a file by name in any sub-folder (archives differ in their top folder). Use as a context
+    manager, or call :meth:`close`, so that an open zip is released.
     """
 
-    def __init__(self, data_dir: str, archive: str):
-        if not os.path.isdir(data_dir):
-            raise ValueError(f"data_dir {data_dir!r} is not a directory")
+    def __init__(self, data_dir: str | None, archive: str):
+        if data_dir is None or not os.path.isdir(data_dir):
+            raise ValueError(
+                f"data_dir must be an existing folder holding {archive} or its files, got {data_dir!r}"
+            )
         self.data_dir = data_dir
         self.archive = archive
         zip_path = os.path.join(data_dir, archive)
@@ -42,10 +45,6 @@ class RawFiles:
                 self._zip = zipfile.ZipFile(zip_path)
             except zipfile.BadZipFile as err:
                 raise ValueError(f"{zip_path} is not a valid zip archive: {err}") from err
-        else:
-            stem_dir = os.path.join(data_dir, os.path.splitext(archive)[0])
-            if os.path.isdir(stem_dir):
-                self._root = stem_dir
 
     @property
     def location(self) -> str:
