@@ -181,3 +181,49 @@ def test_bad_inputs_name_the_argument():
         index.set_search_params(nprobe=4)
     with pytest.raises(ValueError, match="padding bits"):
         HashIndex.from_codes(np.array([[0xFF, 0xFF]], dtype=np.uint8), hash_bits=12)
+
+
+def test_search_features_with_a_tiny_model():
+    import datasets
+    import torch
+
+    from modeling_crcgs import CRCGSConfig, CRCGSModel
+
+    torch.manual_seed(0)
+    config = CRCGSConfig(
+        image_input_dim=12,
+        text_input_dim=10,
+        num_labels=3,
+        hash_bits=16,
+        tower_hidden_dims=[16, 16, 16],
+        common_dim=16,
+        converted_dim=16,
+    )
+    model = CRCGSModel(config).eval()
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(90, 12)).astype(np.float32)
+    split = datasets.Dataset.from_dict(
+        {"image_features": image, "index": np.arange(90, dtype=np.int64) + 500}
+    )
+    index = HashIndex.from_model_and_split(model, split, modality="image", batch_size=16)
+    assert (index.modality, index.hash_bits, len(index)) == ("image", 16, 90)
+
+    text = rng.normal(size=(7, 10)).astype(np.float32)
+    ids, distances = index.search_features(model, text_features=text, k=9, batch_size=3)
+    # reference: sign codes from the model, distances by METHOD.md's (K - a.b) / 2, stable sort
+    image_signs = model.get_image_hash_codes(torch.from_numpy(image)).numpy().astype(np.int64)
+    text_signs = model.get_text_hash_codes(torch.from_numpy(text)).numpy().astype(np.int64)
+    dist = (16 - text_signs @ image_signs.T) // 2
+    order = top_k_reference(dist, 9)
+    np.testing.assert_array_equal(ids, order + 500)
+    np.testing.assert_array_equal(distances, np.take_along_axis(dist, order, axis=1))
+
+    with pytest.raises(ValueError, match="exactly one modality"):
+        index.search_features(model, text_features=text, image_features=image[:7])
+    with pytest.raises(ValueError, match="exactly one modality"):
+        index.search_features(model, audio=text)
+    with pytest.raises(ValueError, match="text_features must be 2-D"):
+        index.search_features(model, text_features=text[0])
+    other = CRCGSModel(CRCGSConfig(**{**config.to_diff_dict(), "hash_bits": 32}))
+    with pytest.raises(ValueError, match="hash_bits=32"):
+        index.search_features(other, text_features=text)
