@@ -64,6 +64,8 @@ class BenchmarkConfig(CRCGSConfig):
     label_names (`tuple[str]`, *optional*): names of the label columns of the ``.mat`` layouts.
     drop_incomplete (`bool`, *optional*): drop rows with no label or an empty BoW (default: see module).
     image_block_rows (`int`, defaults to 64): images decoded per block while preparing.
+    chunk_rows (`int`, defaults to 1024): rows per written block (fewer than the base default: a block
+        of encoded 224 x 224 images is ~0.1 MB a row).
     """
 
     layout: str = "mat_images"
@@ -79,6 +81,7 @@ class BenchmarkConfig(CRCGSConfig):
     label_names: tuple[str, ...] | None = None
     drop_incomplete: bool | None = None
     image_block_rows: int = 64
+    chunk_rows: int = 1024
 
 
 @dataclasses.dataclass

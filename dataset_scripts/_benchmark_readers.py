@@ -28,15 +28,17 @@ class SparseRows:
         check_feature_matrix(self.matrix.shape, self.matrix.dtype, source=source)
         self.source, self.shape, self.dtype = source, tuple(self.matrix.shape), self.matrix.dtype
 
-    def read_rows(self, start: int, stop: int) -> np.ndarray:
-        return self.matrix[start:stop].toarray()
+    def read_rows(self, start: int, stop: int, local: np.ndarray | None = None) -> np.ndarray:
+        block = self.matrix[start:stop]
+        return (block if local is None else block[local]).toarray()
 
 
 class SubsetRows:
     """Rows ``keep`` (sorted source rows) of another ``RowMatrix``; row ``i`` here is ``keep[i]`` there.
 
-    A block ``start:stop`` reads the one contiguous span ``keep[start] .. keep[stop - 1]`` of the
-    underlying matrix and selects from it, so a filtered matrix is still read in one ascending pass.
+    A block ``start:stop`` (optionally only its rows ``local``) reads the one contiguous span of the
+    underlying matrix that holds them and selects from it, so a filtered matrix is still read in one
+    ascending pass.
     """
 
     def __init__(self, matrix: RowMatrix, keep: np.ndarray):
@@ -49,11 +51,11 @@ class SubsetRows:
         self.source, self.dtype = matrix.source, matrix.dtype
         self.shape = (int(keep.size), int(matrix.shape[1]))
 
-    def read_rows(self, start: int, stop: int) -> np.ndarray:
-        rows = self.keep[start:stop]
+    def read_rows(self, start: int, stop: int, local: np.ndarray | None = None) -> np.ndarray:
+        rows = self.keep[start:stop] if local is None else self.keep[start:stop][local]
         if rows.size == 0:
             return np.empty((0, self.shape[1]), dtype=self.dtype)
-        return self.matrix.read_rows(int(rows[0]), int(rows[-1]) + 1)[rows - rows[0]]
+        return self.matrix.read_rows(int(rows[0]), int(rows[-1]) + 1, rows - rows[0])
 
 
 def nonempty_rows(matrix: RowMatrix, *, chunk_rows: int = 4096) -> np.ndarray:

@@ -16,6 +16,7 @@ import posixpath
 import zipfile
 from collections.abc import Iterable, Sequence
 from functools import cached_property
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -93,8 +94,14 @@ class RawFiles:
         except (KeyError, FileNotFoundError) as err:
             raise ValueError(f"missing file {member!r} in {self.location}") from err
 
-    def read_text(self, member: str) -> str:
-        return self.read_bytes(member).decode("utf-8", errors="replace")
+    def open(self, member: str) -> BinaryIO:
+        """A binary file object for ``member`` (streamed, not read whole); close it after use."""
+        try:
+            if self._zip is not None:
+                return self._zip.open(member)
+            return open(os.path.join(self._root, *member.split("/")), "rb")
+        except (KeyError, FileNotFoundError) as err:
+            raise ValueError(f"missing file {member!r} in {self.location}") from err
 
     def find(self, basename: str) -> str:
         """The unique member called ``basename`` in any sub-folder (archives differ in their top folder)."""
@@ -106,18 +113,23 @@ class RawFiles:
         return matches[0]
 
 
-def read_integer_matrix(raw: bytes, *, source: str, num_columns: int | None = None) -> np.ndarray:
+def read_integer_matrix(raw: bytes | BinaryIO, *, source: str, num_columns: int | None = None) -> np.ndarray:
     """Parse a whitespace-separated matrix of small non-negative integers (NUS-WIDE ``AllTags1k.txt``,
     ``Labels_<concept>.txt``) into a 2-D uint8 array, in C (``pandas.read_csv``), not line by line.
+    ``raw`` is the file's bytes or a binary file object (parsed as it streams).
 
     Raises:
         ValueError: naming ``source`` when the text is empty, ragged, holds anything but integers in
             [0, 255], or has a column count other than ``num_columns``.
     """
-    if not raw.strip():
-        raise ValueError(f"{source} is empty; expected a whitespace-separated integer matrix")
     try:
-        frame = pd.read_csv(io.BytesIO(raw), sep=r"\s+", header=None, dtype=np.uint8, engine="c")
+        frame = pd.read_csv(
+            io.BytesIO(raw) if isinstance(raw, bytes) else raw,
+            sep=r"\s+",
+            header=None,
+            dtype=np.uint8,
+            engine="c",
+        )
     except (ValueError, pd.errors.ParserError) as err:
         raise ValueError(
             f"{source} is not a whitespace-separated matrix of integers in [0, 255] ({err})"

@@ -123,7 +123,8 @@ class NusWide(BenchmarkBuilder):
         with RawFiles(config.data_dir, config.tags_archive) as tag_files:
             member = tag_files.find(config.tags_file)
             tags_source = f"{tag_files.location}:{member}"
-            tags = read_integer_matrix(tag_files.read_bytes(member), source=tags_source)
+            with tag_files.open(member) as handle:  # ~540 MB of text: parsed as it streams
+                tags = read_integer_matrix(handle, source=tags_source)
             vocabulary = None
             if any(posixpath.basename(m) == config.tag_names_file for m in tag_files.members):
                 vocabulary = read_lines(tag_files.read_bytes(tag_files.find(config.tag_names_file)))

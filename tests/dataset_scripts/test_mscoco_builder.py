@@ -173,3 +173,21 @@ def test_bad_inputs(tmp_path):
         build("mscoco", data_dir, tmp_path / "c4", annotation_splits=("train", "test"), **options)
     with pytest.raises(ValueError, match="text_mode must be 'first' or 'all', got 'some'"):
         build("mscoco", data_dir, tmp_path / "c5", text_mode="some", **options)
+
+
+@pytest.mark.parametrize("frequency", ["tokens", "documents"])
+def test_bag_of_words_matches_loop(frequency):
+    from dataset_scripts._bag_of_words import build_bag_of_words
+
+    rng = np.random.default_rng(4)
+    docs = [rng.choice(WORDS, size=rng.integers(0, 6)).tolist() for _ in range(40)]
+    bow = build_bag_of_words(docs, min_count=3, max_size=5, frequency=frequency, binary=False)
+    counts = {}
+    for doc in docs:
+        for word in doc if frequency == "tokens" else set(doc):
+            counts[word] = counts.get(word, 0) + 1
+    vocabulary = sorted((w for w in counts if counts[w] >= 3), key=lambda w: (-counts[w], w))[:5]
+    assert bow.vocabulary == vocabulary
+    assert bow.counts.tolist() == [counts[w] for w in vocabulary]
+    expected = np.array([[doc.count(w) for w in vocabulary] for doc in docs], dtype=np.float32)
+    np.testing.assert_array_equal(bow.matrix.toarray(), expected)
