@@ -1,0 +1,129 @@
+"""Evaluate a saved CRCGS model on a dataset's query/database splits and write the evaluation report.
+
+    python evaluation/evaluate.py --model_dir outputs/synthetic-64bits --dataset synthetic
+    python evaluation/evaluate.py --model_dir outputs/mirflickr25k-64bits --dataset mirflickr25k \\
+        --data_dir /data/mirflickr --output_dir reports/flickr-64 --batch_size 512 --top_k 2000
+    accelerate launch evaluation/evaluate.py --model_dir ... --dataset ...   # encoding sharded over processes
+
+Writes ``eval_results.json``, ``eval_summary.md``, ``pr_curve.png`` and ``precision_at_k.png`` to
+``--output_dir`` (default: ``--model_dir``); see ``modeling_crcgs.evaluation``. Arguments may also come
+from one ``.json``/``.yaml`` file: ``python evaluation/evaluate.py args.yaml``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+# `python evaluation/evaluate.py` puts `evaluation/` first on sys.path, where this file would shadow the
+# Hugging Face `evaluate` library: drop that entry. `dataset_scripts/` and `evaluation/` are repository
+# folders, not installed packages: add the repository root instead.
+SCRIPT_DIR, REPO_ROOT = Path(__file__).resolve().parent, Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != SCRIPT_DIR]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from evaluation.encode_dataset import DatasetArguments, load_split  # noqa: E402
+
+logger = logging.getLogger("crcgs.evaluate")
+
+
+@dataclass
+class EvaluationArguments:
+    """Which model to evaluate and where to write the report."""
+
+    model_dir: str = field(metadata={"help": "A saved CRCGSModel folder (config.json + model.safetensors)."})
+    output_dir: Optional[str] = field(
+        default=None, metadata={"help": "Folder for the report (default: --model_dir)."}
+    )
+    batch_size: int = field(default=256, metadata={"help": "Rows per forward pass on each process."})
+    top_k: Optional[int] = field(
+        default=None, metadata={"help": "k of mAP@k (default: the number of queries, as in the paper)."}
+    )
+
+    def __post_init__(self) -> None:
+        if not (Path(self.model_dir) / "config.json").is_file():
+            raise ValueError(f"--model_dir: expected a folder with config.json, got {self.model_dir!r}")
+        if isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise ValueError(f"--batch_size: expected a positive integer, got {self.batch_size!r}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"--top_k: expected a positive integer, got {self.top_k!r}")
+        if self.output_dir is None:
+            self.output_dir = self.model_dir
+
+
+def parse_arguments(argv: Optional[list[str]] = None) -> tuple[DatasetArguments, EvaluationArguments]:
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser((DatasetArguments, EvaluationArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(argv[0])
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(argv[0])
+    data_args, args = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    return data_args, args
+
+
+def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    """Run the evaluation; returns the result dict (the content of ``eval_results.json``)."""
+    from accelerate import Accelerator
+    from transformers import AutoModel
+
+    import modeling_crcgs  # noqa: F401  (registers the crcgs model type with the Auto classes)
+    from modeling_crcgs.evaluation import evaluate_retrieval, write_evaluation_report
+
+    # 1. arguments
+    data_args, args = parse_arguments(argv)
+    if data_args.dataset is None:
+        raise ValueError("--dataset: required (a load_crcgs_dataset name, e.g. synthetic)")
+
+    # 2. processes and logging
+    accelerator = Accelerator()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if not accelerator.is_main_process:
+        logger.setLevel(logging.WARNING)
+
+    # 3. data: the main process prepares the Arrow cache first, the others then read it
+    with accelerator.main_process_first():
+        query_split = load_split(data_args, "query")
+        database_split = load_split(data_args, "database")
+
+    # 4. model
+    model = AutoModel.from_pretrained(args.model_dir).to(accelerator.device).eval()
+
+    # 5. evaluate (encoding sharded over the processes; every process gets the same result)
+    result = evaluate_retrieval(
+        model,
+        query_split,
+        database_split,
+        dataset_name=data_args.dataset,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        accelerator=accelerator,
+    )
+
+    # 6. report
+    if accelerator.is_main_process:
+        paths = write_evaluation_report(result, args.output_dir)
+        for space in ("hamming", "continuous"):
+            for direction in ("i2t", "t2i"):
+                scores = result[space][direction]
+                logger.info(
+                    "%s %s: mAP@all %.4f, mAP@%d %.4f",
+                    space,
+                    direction,
+                    scores["map_all"],
+                    scores["k"],
+                    scores["map_at_k"],
+                )
+        logger.info("wrote %s", ", ".join(str(p) for p in paths))
+    accelerator.wait_for_everyone()
+    return result
+
+
+if __name__ == "__main__":
+    main()
