@@ -13,6 +13,7 @@ from .modeling_crcgs import (
     CRCGSPreTrainedModel,
     CRCGSPreTrainingOutput,
 )
+from .processing_crcgs import CRCGSProcessor
 
 __all__ = [
     "CRCGSConfig",
@@ -21,6 +22,7 @@ __all__ = [
     "CRCGSModelOutput",
     "CRCGSPreTrainedModel",
     "CRCGSPreTrainingOutput",
+    "CRCGSProcessor",
     "num_packed_bytes",
     "pack_codes",
     "to_signed_codes",

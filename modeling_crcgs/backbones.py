@@ -42,6 +42,7 @@ __all__ = [
     "resolve_backbone_config",
     "resolve_pooling",
     "set_backbone_fields",
+    "validate_backbone_fields",
 ]
 
 FINETUNING_MODES = ("frozen", "full", "lora")
@@ -121,6 +122,23 @@ def set_backbone_fields(
     setattr(config, f"{prefix}finetuning", finetuning)
     setattr(config, f"{prefix}lora", resolve_lora_options(lora, f"{prefix}lora"))
     setattr(config, f"{prefix}pooling", resolve_pooling(pooling, backbone, f"{prefix}pooling"))
+
+
+def validate_backbone_fields(config: PreTrainedConfig) -> None:
+    """Re-check both towers' fields (they may be overridden after ``__init__``, e.g. by ``from_dict``)."""
+    for prefix in _PREFIX.values():
+        backbone_config = getattr(config, f"{prefix}config", None)
+        if backbone_config is not None and not isinstance(backbone_config, PreTrainedConfig):
+            raise ValueError(
+                f"{prefix}config must be a transformers config, got {type(backbone_config).__name__}"
+            )
+        finetuning = getattr(config, f"{prefix}finetuning", "full")
+        if finetuning not in FINETUNING_MODES:
+            raise ValueError(f"{prefix}finetuning must be one of {FINETUNING_MODES}, got {finetuning!r}")
+        pooling = getattr(config, f"{prefix}pooling", "auto")
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"{prefix}pooling must be one of {POOLING_MODES}, got {pooling!r}")
+        resolve_lora_options(getattr(config, f"{prefix}lora", None), f"{prefix}lora")
 
 
 def _building_on_meta_device() -> bool:

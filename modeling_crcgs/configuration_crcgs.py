@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from transformers import PreTrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
+
+from .backbones import set_backbone_fields, validate_backbone_fields
 
 __all__ = ["CRCGSConfig"]
 
@@ -112,6 +114,24 @@ class CRCGSConfig(PreTrainedConfig):
             beta of the hash loss: label likelihood term.
         hash_quantization_weight (`float`, *optional*, defaults to 0.0):
             gamma of the hash loss: quantization term.
+        vision_config (`PreTrainedConfig` or `dict`, *optional*):
+            A `transformers` backbone for raw images (issue 6): the image tower becomes backbone -> pooled
+            output -> the tower MLP and takes `pixel_values`. `None` (and no `vision_backbone`) keeps the
+            feature tower. With a backbone, `image_input_dim` is the width of the teachers' fixed image
+            features (`teacher_image_features`, e.g. the frozen backbone's cached pooled outputs).
+        vision_backbone (`str`, *optional*):
+            Local pretrained folder of the image backbone: its config fills `vision_config` and its weights
+            load (offline) when the model is built.
+        vision_finetuning (`str`, *optional*, defaults to `"full"`):
+            `"frozen"`, `"full"` (the release fine-tunes its CNN end to end) or `"lora"`.
+        vision_lora (`dict`, *optional*):
+            LoRA options `r` (8), `lora_alpha` (16), `lora_dropout` (0.05), `target_modules` (`None`: the
+            attention query/value projections found per architecture).
+        vision_pooling (`str`, *optional*, defaults to `"auto"`):
+            `"auto"` (the backbone's pooled output, else the mean over patches), `"pooler"`, `"mean"`, `"cls"`.
+        text_config, text_backbone, text_finetuning, text_lora, text_pooling:
+            The same for the text tower, which then takes `input_ids` and `attention_mask` (mean pooling is
+            masked); `text_input_dim` stays the width of the teachers' bag-of-words input.
 
     Raises:
         ValueError: a field out of its range (the message names the field, the expected range and the value).
@@ -126,10 +146,12 @@ class CRCGSConfig(PreTrainedConfig):
     >>> model = CRCGSModel(config)
     >>> model.config.hash_bits
     16
+
     ```
     """
 
     model_type = "crcgs"
+    sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}
 
     def __init__(
         self,
@@ -164,6 +186,16 @@ class CRCGSConfig(PreTrainedConfig):
         hash_similarity_weight: float = 1.0,
         hash_label_weight: float = 1.0,
         hash_quantization_weight: float = 0.0,
+        vision_config: PreTrainedConfig | dict | None = None,
+        vision_backbone: str | None = None,
+        vision_finetuning: str = "full",
+        vision_lora: dict | None = None,
+        vision_pooling: str = "auto",
+        text_config: PreTrainedConfig | dict | None = None,
+        text_backbone: str | None = None,
+        text_finetuning: str = "full",
+        text_lora: dict | None = None,
+        text_pooling: str = "auto",
         **kwargs,
     ):
         self.image_input_dim = image_input_dim
@@ -196,6 +228,8 @@ class CRCGSConfig(PreTrainedConfig):
         self.hash_similarity_weight = hash_similarity_weight
         self.hash_label_weight = hash_label_weight
         self.hash_quantization_weight = hash_quantization_weight
+        set_backbone_fields(self, "image", vision_config, vision_backbone, vision_finetuning, vision_lora, vision_pooling)
+        set_backbone_fields(self, "text", text_config, text_backbone, text_finetuning, text_lora, text_pooling)
         # `num_labels` is a property of PreTrainedConfig backed by `id2label`: a saved config stores only
         # `id2label`, so `None` means "from id2label when given, else the default 24".
         if num_labels is None:
@@ -256,6 +290,7 @@ class CRCGSConfig(PreTrainedConfig):
             _check_positive_int(self.contrastive_n_data, "contrastive_n_data")
         if not _is_real(self.contrastive_eps) or not 0.0 <= self.contrastive_eps < 1.0:
             raise ValueError(f"contrastive_eps must be a number in [0, 1), got {self.contrastive_eps!r}")
+        validate_backbone_fields(self)
 
 
 def _is_real(value: object) -> bool:

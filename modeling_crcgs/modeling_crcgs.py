@@ -30,7 +30,9 @@ from transformers import (
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .backbones import BackboneEncoder, BackboneTower
 from .configuration_crcgs import CRCGSConfig
+from .lora import save_model_adapters
 from .losses import (
     adversarial_loss,
     base_loss,
@@ -149,6 +151,9 @@ class FeatureTower(nn.Module):
 
 def build_tower(config: CRCGSConfig, modality: str) -> nn.Module:
     """The tower of one modality ("image" or "text"); every tower has an ``output_dim`` attribute."""
+    encoder = BackboneEncoder.from_crcgs_config(config, modality) if modality in ("image", "text") else None
+    if encoder is not None:  # raw inputs (issue 6): backbone -> pooled output -> the tower MLP
+        return BackboneTower(encoder, FeatureTower(encoder.output_dim, config.tower_hidden_dims))
     if modality == "image":
         return FeatureTower(config.image_input_dim, config.tower_hidden_dims)
     if modality == "text":
@@ -383,15 +388,40 @@ class CRCGSModel(CRCGSPreTrainedModel):
         )
         self.post_init()
 
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """As ``PreTrainedModel.save_pretrained``; towers under LoRA also write their ``peft`` adapters
+        (``image_adapter/``, ``text_adapter/``: adapter_config.json + adapter_model.safetensors)."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        save_model_adapters(self, os.fspath(save_directory))
+        return result
+
     # -- encoders ------------------------------------------------------------------------------------------
 
-    def get_image_features(self, image_features: torch.Tensor) -> torch.Tensor:
-        """Common-space image embeddings u = W f_I(x): (n, image_input_dim) -> (n, common_dim)."""
+    def get_image_features(
+        self, image_features: Optional[torch.Tensor] = None, pixel_values: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Common-space image embeddings u = W f_I(x): (n, image_input_dim) -> (n, common_dim); with
+        ``config.vision_config`` set, from ``pixel_values`` (n, channels, height, width) instead."""
+        if isinstance(self.image_tower, BackboneTower):
+            return self.common_projection(self.image_tower(pixel_values=pixel_values))
+        if pixel_values is not None:
+            raise ValueError("pixel_values needs an image backbone (config.vision_config); this model takes image_features")
         x = _check_matrix(image_features, "image_features", self.config.image_input_dim, self.dtype)
         return self.common_projection(self.image_tower(x))
 
-    def get_text_features(self, text_features: torch.Tensor) -> torch.Tensor:
-        """Common-space text embeddings v = W f_T(t): (n, text_input_dim) -> (n, common_dim)."""
+    def get_text_features(
+        self,
+        text_features: Optional[torch.Tensor] = None,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Common-space text embeddings v = W f_T(t): (n, text_input_dim) -> (n, common_dim); with
+        ``config.text_config`` set, from ``input_ids`` + ``attention_mask`` (n, tokens) instead (``text_features``
+        are then the teachers' input only and ignored here)."""
+        if isinstance(self.text_tower, BackboneTower):
+            return self.common_projection(self.text_tower(input_ids=input_ids, attention_mask=attention_mask))
+        if input_ids is not None:
+            raise ValueError("input_ids needs a text backbone (config.text_config); this model takes text_features")
         t = _check_matrix(text_features, "text_features", self.config.text_input_dim, self.dtype)
         return self.common_projection(self.text_tower(t))
 
@@ -407,14 +437,21 @@ class CRCGSModel(CRCGSPreTrainedModel):
         return torch.where(logits >= 0, 1, -1).to(torch.int8)
 
     @torch.no_grad()
-    def get_image_hash_codes(self, image_features: torch.Tensor) -> torch.Tensor:
+    def get_image_hash_codes(
+        self, image_features: Optional[torch.Tensor] = None, pixel_values: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """int8 codes sign(H(u)) in {-1, +1}, shape (n, hash_bits)."""
-        return self.hash_codes_from_embeddings(self.get_image_features(image_features))
+        return self.hash_codes_from_embeddings(self.get_image_features(image_features, pixel_values))
 
     @torch.no_grad()
-    def get_text_hash_codes(self, text_features: torch.Tensor) -> torch.Tensor:
+    def get_text_hash_codes(
+        self,
+        text_features: Optional[torch.Tensor] = None,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """int8 codes sign(H(v)) in {-1, +1}, shape (n, hash_bits)."""
-        return self.hash_codes_from_embeddings(self.get_text_features(text_features))
+        return self.hash_codes_from_embeddings(self.get_text_features(text_features, input_ids, attention_mask))
 
     def _heads(self, embeds: torch.Tensor, modality: str, with_hash: bool = True) -> dict[str, torch.Tensor]:
         """Label logits, converted features and (optionally) hash logits of one modality's embeddings."""
@@ -433,15 +470,21 @@ class CRCGSModel(CRCGSPreTrainedModel):
         image_features: Optional[torch.Tensor] = None,
         text_features: Optional[torch.Tensor] = None,
         with_hash: bool = True,
+        pixel_values: Optional[torch.Tensor] = None,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
     ) -> dict[str, torch.Tensor]:
         """Every student output of the given modalities, keyed as the fields of :class:`CRCGSModelOutput`."""
-        if image_features is None and text_features is None:
+        has_image = image_features is not None or pixel_values is not None
+        has_text = text_features is not None or input_ids is not None
+        if not has_image and not has_text:
             raise ValueError("give image_features, text_features or both; got neither")
         outputs: dict[str, torch.Tensor] = {}
-        if image_features is not None:
-            outputs.update(self._heads(self.get_image_features(image_features), "image", with_hash))
-        if text_features is not None:
-            outputs.update(self._heads(self.get_text_features(text_features), "text", with_hash))
+        if has_image:
+            outputs.update(self._heads(self.get_image_features(image_features, pixel_values), "image", with_hash))
+        if has_text:
+            text_embeds = self.get_text_features(text_features, input_ids, attention_mask)
+            outputs.update(self._heads(text_embeds, "text", with_hash))
         _check_batch(image_features=outputs.get("image_embeds"), text_features=outputs.get("text_embeds"))
         return outputs
 
@@ -451,12 +494,17 @@ class CRCGSModel(CRCGSPreTrainedModel):
         text_features: Optional[torch.Tensor] = None,
         labels: Optional[torch.Tensor] = None,
         return_loss: bool = False,
+        pixel_values: Optional[torch.Tensor] = None,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
     ) -> CRCGSModelOutput:
         """Encode one or both modalities; optionally compute the teacher-free part of the student objective.
 
         Args:
             image_features (`torch.FloatTensor` of shape `(batch_size, image_input_dim)`, *optional*)
             text_features (`torch.FloatTensor` of shape `(batch_size, text_input_dim)`, *optional*)
+            pixel_values, input_ids, attention_mask (*optional*): raw inputs of backbone towers
+                (``config.vision_config`` / ``config.text_config``), in place of the features.
             labels (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*): multi-hot labels.
             return_loss (`bool`): compute ``loss`` (needs ``labels``). With both modalities:
                 ``L_o + w_ssl L_ssl`` (the base loss and the support-set regularizer on a, b: every term of
@@ -466,7 +514,13 @@ class CRCGSModel(CRCGSPreTrainedModel):
         Returns:
             :class:`CRCGSModelOutput` with the fields of the given modalities.
         """
-        outputs = self.encode(image_features, text_features)
+        outputs = self.encode(
+            image_features,
+            text_features,
+            pixel_values=pixel_values,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+        )
         if labels is not None:
             labels = self._check_labels(labels)
             _check_batch(
@@ -598,7 +652,10 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
         try:
             self.crcgs.save_pretrained(tmp, safe_serialization=True, **kwargs)
             for name in sorted(os.listdir(tmp)):
-                os.replace(os.path.join(tmp, name), os.path.join(save_directory, name))
+                target = os.path.join(save_directory, name)
+                if os.path.isdir(target):  # a LoRA adapter folder: os.replace cannot overwrite a full folder
+                    shutil.rmtree(target)
+                os.replace(os.path.join(tmp, name), target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -614,6 +671,9 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
         teacher_text_features: Optional[torch.Tensor] = None,
         image_embeds: Optional[torch.Tensor] = None,
         text_embeds: Optional[torch.Tensor] = None,
+        pixel_values: Optional[torch.Tensor] = None,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
     ) -> CRCGSPreTrainingOutput:
         """Run one training stage and return its loss.
 
@@ -635,6 +695,9 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
                   student's, computed under ``torch.no_grad``).
             teacher_image_features, teacher_text_features: the teachers' inputs (default: the student's inputs).
             image_embeds, text_embeds (`(batch_size, common_dim)`): cached u, v for the "hash" stage.
+            pixel_values, input_ids, attention_mask: the student's raw inputs when its towers have backbones
+                (``config.vision_config`` / ``config.text_config``); the teachers still take fixed features
+                (``teacher_*``, else ``image_features``/``text_features``).
 
         Returns:
             :class:`CRCGSPreTrainingOutput` with ``loss``, ``loss_terms`` (detached, every computed term, weighted as
@@ -642,8 +705,13 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
         """
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        # The student's inputs per modality (features or backbone inputs); None when the modality is absent.
+        x = {"image_features": image_features, "pixel_values": pixel_values}
+        x = x if image_features is not None or pixel_values is not None else None
+        t = {"text_features": text_features, "input_ids": input_ids, "attention_mask": attention_mask}
+        t = t if text_features is not None or input_ids is not None else None
         if stage == "hash":
-            return self._hash_stage(image_features, text_features, image_embeds, text_embeds, labels)
+            return self._hash_stage(x, t, image_embeds, text_embeds, labels)
         if image_embeds is not None or text_embeds is not None:
             raise ValueError(
                 f"image_embeds/text_embeds are only used by stage='hash', got them with stage={stage!r}"
@@ -661,11 +729,13 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
         _check_batch(**{x_name: x_t, t_name: t_t})
         if stage == "teacher":
             return self._teacher_stage(x_t, t_t)
-        if image_features is None or text_features is None:
-            raise ValueError(f"stage={stage!r} needs both image_features and text_features")
+        if x is None or t is None:
+            raise ValueError(
+                f"stage={stage!r} needs both image_features (or pixel_values) and text_features (or input_ids)"
+            )
         if stage == "discriminator":
-            return self._discriminator_stage(image_features, text_features, x_t, t_t)
-        return self._student_stage(image_features, text_features, x_t, t_t, labels)
+            return self._discriminator_stage(x, t, x_t, t_t)
+        return self._student_stage(x, t, x_t, t_t, labels)
 
     @torch.no_grad()
     def _teacher_features(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -676,7 +746,7 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
         cfg = self.config
         if labels is None:
             raise ValueError("stage='student' needs labels")
-        outputs = self.crcgs.encode(x, t, with_hash=False)
+        outputs = self.crcgs.encode(**x, **t, with_hash=False)
         labels = self.crcgs._check_labels(labels)
         _check_batch(image_features=outputs["image_embeds"], labels=labels, teacher_image_features=x_t)
         a, b = outputs["image_converted"], outputs["text_converted"]
@@ -731,7 +801,7 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
                 "stage='discriminator' needs config.adversarial_weight > 0 (the adversarial term is off)"
             )
         with torch.no_grad(), evaluating(self.crcgs):
-            outputs = self.crcgs.encode(x, t, with_hash=False)
+            outputs = self.crcgs.encode(**x, **t, with_hash=False)
             _check_batch(image_features=outputs["image_embeds"], teacher_image_features=x_t)
             g, h = self._teacher_features(x_t, t_t)
             real_image, fake_image = (
@@ -778,12 +848,12 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
             if x is None:
                 raise ValueError("stage='hash' needs image_embeds or image_features")
             with torch.no_grad(), evaluating(self.crcgs):
-                u = self.crcgs.get_image_features(x)
+                u = self.crcgs.get_image_features(**x)
         if v is None:
             if t is None:
                 raise ValueError("stage='hash' needs text_embeds or text_features")
             with torch.no_grad(), evaluating(self.crcgs):
-                v = self.crcgs.get_text_features(t)
+                v = self.crcgs.get_text_features(**t)
         u = _check_matrix(u, "image_embeds", cfg.common_dim, self.dtype).detach()
         v = _check_matrix(v, "text_embeds", cfg.common_dim, self.dtype).detach()
         if labels is not None:

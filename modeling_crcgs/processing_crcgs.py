@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from transformers import BatchFeature, ProcessorMixin
+from transformers import AutoProcessor, BatchFeature, ProcessorMixin
 
 from .bag_of_words import BagOfWords, TextInput, build_bow_vocabulary, text_words
+from .configuration_crcgs import CRCGSConfig
 
 __all__ = ["CRCGSProcessor", "load_image"]
 
@@ -179,3 +180,7 @@ class CRCGSProcessor(ProcessorMixin):
                 features = self._bow(texts)
                 data["text_features"] = torch.from_numpy(features) if return_tensors == "pt" else features
         return BatchFeature(data=data, tensor_type=None)
+
+
+# `import modeling_crcgs` makes `AutoProcessor.from_pretrained` resolve a saved CRCGSProcessor.
+AutoProcessor.register(CRCGSConfig, CRCGSProcessor, exist_ok=True)
