@@ -476,7 +476,7 @@ def iter_blocks(
     for start, stop, selected in iter_row_blocks(source.num_rows, rows, chunk_rows):
         block: dict[str, Any] = {"index": selected if source.index is None else source.index[selected]}
         for name, matrix in matrices.items():
-            values = matrix.read_rows(start, stop)[selected - start]
+            values = matrix.read_rows(start, stop, selected - start)
             check_finite(values, source=f"{matrix.source} ({name})", rows=selected)
             block[name] = values.astype(np.float32, copy=False)
         if source.images is not None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from dataset_scripts._readers import transpose
 from dataset_scripts._splits import _balanced_from_keys
 from dataset_scripts.common import (
     ArrayRows,
@@ -277,6 +278,13 @@ def _write_mat_v73(path, arrays):
         handle.write(header.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM")
 
 
+def test_tiled_transpose_matches_numpy():
+    matrix = np.arange(130 * 70, dtype=np.float32).reshape(130, 70)
+    out = transpose(matrix, tile=16)
+    assert out.flags.c_contiguous
+    np.testing.assert_array_equal(out, matrix.T)
+
+
 def test_readers_agree_across_formats(tmp_path):
     rng = np.random.default_rng(0)
     matrix = rng.standard_normal((37, 5)).astype(np.float32)
@@ -302,6 +310,9 @@ def test_readers_agree_across_formats(tmp_path):
         assert reader.shape == (37, 5), name
         np.testing.assert_allclose(reader.read_rows(8, 21), matrix[8:21], err_msg=name)
         np.testing.assert_allclose(reader.read_rows(30, 99), matrix[30:], err_msg=name)
+        few, most = np.array([1, 7]), np.array([0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12])
+        np.testing.assert_allclose(reader.read_rows(20, 33, few), matrix[20 + few], err_msg=name)
+        np.testing.assert_allclose(reader.read_rows(20, 33, most), matrix[20 + most], err_msg=name)
         np.testing.assert_allclose(load_array(tmp_path / name, "x"), matrix, err_msg=name)
 
 
