@@ -14,6 +14,7 @@ from transformers import AutoModel, BertModel, ViTModel
 from modeling_crcgs import CRCGSConfig, CRCGSForPreTraining, CRCGSModel
 from modeling_crcgs.backbones import BackboneTower
 from modeling_crcgs.lora import load_lora_adapter, merge_lora_checkpoint
+from training.merge_lora import main as merge_main
 
 IMAGE_DIM, BOW_DIM, LABELS = 16, 10, 3
 
@@ -190,7 +191,7 @@ def test_lora_checkpoint_round_trip_adapters_and_merge(
         model.text_tower.encoder.backbone(input_ids=ids, attention_mask=mask).last_hidden_state,
     )
 
-    merged_dir = merge_lora_checkpoint(str(tmp_path / "lora"), str(tmp_path / "merged"))
+    merged_dir = merge_main(["--model_dir", str(tmp_path / "lora"), "--output_dir", str(tmp_path / "merged")])
     config = json.loads(open(os.path.join(merged_dir, "config.json")).read())
     assert config["vision_finetuning"] == config["text_finetuning"] == "full"
     assert os.path.isfile(os.path.join(merged_dir, "processor_config.json"))
@@ -203,6 +204,8 @@ def test_lora_checkpoint_round_trip_adapters_and_merge(
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="no LoRA backbone to merge"):
         merge_lora_checkpoint(merged_dir, str(tmp_path / "again"))
+    with pytest.raises(ValueError, match="--output_dir must differ from --model_dir"):
+        merge_main(["--model_dir", merged_dir, "--output_dir", merged_dir])
 
 
 def test_pretrained_backbone_paths_load_and_checkpoints_do_not_need_them(
