@@ -62,6 +62,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
+from . import _readers, _splits
 from ._readers import (
     ArrayRows,
     H5Rows,
@@ -384,9 +385,9 @@ class SourceData:
 
 
 def source_digest(cls: type) -> str:
-    """Hash of a builder's module and of this module: a code change gives a fresh cache folder."""
+    """Hash of a builder's module and of the shared modules: a code change gives a fresh cache folder."""
     digest = hashlib.sha256()
-    for module_file in (inspect.getsourcefile(cls), __file__):
+    for module_file in (inspect.getsourcefile(cls), __file__, _readers.__file__, _splits.__file__):
         digest.update(Path(module_file).read_bytes())
     return digest.hexdigest()[:16]
 

@@ -222,3 +222,10 @@ def test_unknown_option_and_dataset(tmp_path):
     _expect_error(folder, tmp_path, "doesn't have a 'num_querys' key", num_querys=3)
     with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
         load_crcgs_dataset("cifar")
+
+
+def test_label_names_option(tmp_path):
+    folder = _write(tmp_path / "npy", "npy", _arrays())
+    names = ["a", "b", "c", "d", "e", "f"]
+    assert label_names(_load(folder, tmp_path, label_names=names)) == names
+    _expect_error(folder, tmp_path, "label_names option gives 2 names, expected 6", label_names=["a", "b"])
