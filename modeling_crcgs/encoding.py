@@ -163,7 +163,7 @@ def _encode_positions(
     raw_columns = sorted({c for c in sources.values() if not c.endswith("_features")})
     # numpy format turns fixed-length feature lists into 2-D arrays without Python float objects
     tables = [split.select_columns(feature_columns).with_format("numpy")] if feature_columns else []
-    tables += [split.select_columns(raw_columns)] if raw_columns else []
+    tables += [split.select_columns(raw_columns).with_format(None)] if raw_columns else []
     device = _model_device(model)
     parts: dict[str, list[torch.Tensor]] = {
         f"{m}_{kind}": [] for m in modalities for kind in ("embeds", "codes")
@@ -338,6 +338,49 @@ def _shard_name(i: int) -> str:
     return f"shard_{i:05d}.safetensors"
 
 
+def _prepare_output_dir(
+    model: Any,
+    split: Any,
+    output_dir: Path,
+    modalities: Sequence[str],
+    shard_size: int,
+    id_column: Optional[str],
+) -> Optional[str]:
+    """Write ``manifest.json`` (or check that the one on disk describes this run) and drop stale temp files.
+
+    Returns an error message when ``output_dir`` holds another run's shards, else ``None``.
+    """
+    num_rows = len(split)
+    num_shards = -(-num_rows // shard_size)
+    manifest = {
+        "format_version": _FORMAT_VERSION,
+        "num_rows": num_rows,
+        "shard_size": shard_size,
+        "num_shards": num_shards,
+        "modalities": list(modalities),
+        "hash_bits": int(model.config.hash_bits),
+        "id_column": id_column if id_column in split.column_names else None,
+        "split_fingerprint": getattr(split, "_fingerprint", None),
+        "model_fingerprint": model_fingerprint(model),
+        "shards": [_shard_name(i) for i in range(num_shards)],
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = output_dir / _MANIFEST
+    if manifest_path.is_file():
+        existing = json.loads(manifest_path.read_text())
+        changed = {k: (existing.get(k), v) for k, v in manifest.items() if existing.get(k) != v}
+        if changed:
+            return (
+                f"output_dir {str(output_dir)!r} holds shards of a different run (field: (on disk, now) = "
+                f"{changed}); use a new output_dir or delete it"
+            )
+    else:
+        _write_json(manifest_path, manifest)
+    for stale in output_dir.glob(".shard_*.tmp"):
+        stale.unlink()
+    return None
+
+
 def encode_dataset_to_shards(
     model: Any,
     split: Any,
@@ -375,41 +418,28 @@ def encode_dataset_to_shards(
     if num_rows == 0:
         raise ValueError("split is empty: nothing to encode")
     num_shards = -(-num_rows // shard_size)
-    manifest = {
-        "format_version": _FORMAT_VERSION,
-        "num_rows": num_rows,
-        "shard_size": shard_size,
-        "num_shards": num_shards,
-        "modalities": list(modalities),
-        "hash_bits": int(model.config.hash_bits),
-        "id_column": id_column if id_column in split.column_names else None,
-        "split_fingerprint": getattr(split, "_fingerprint", None),
-        "model_fingerprint": model_fingerprint(model),
-        "shards": [_shard_name(i) for i in range(num_shards)],
-    }
+    shard_names = [_shard_name(i) for i in range(num_shards)]
+    # The main process checks or writes the manifest and lists the shards on disk, then tells the others
+    # (all processes must run the same gathers, and must all stop when the main one refuses the folder).
+    error = None
     if is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        manifest_path = output_dir / _MANIFEST
-        if manifest_path.is_file():
-            existing = json.loads(manifest_path.read_text())
-            changed = {k: (existing.get(k), v) for k, v in manifest.items() if existing.get(k) != v}
-            if changed:
-                raise ValueError(
-                    f"output_dir {str(output_dir)!r} holds shards of a different run (field: (on disk, now) "
-                    f"= {changed}); use a new output_dir or delete it"
-                )
-        else:
-            _write_json(manifest_path, manifest)
-        for stale in output_dir.glob(".shard_*.tmp"):
-            stale.unlink()
-    # the main process decides which shards exist and tells the others (all must run the same gathers)
-    done = torch.tensor([int(is_main and (output_dir / name).is_file()) for name in manifest["shards"]])
+        try:
+            error = _prepare_output_dir(model, split, output_dir, modalities, shard_size, id_column)
+        except OSError as err:
+            error = f"output_dir {str(output_dir)!r} cannot be prepared: {err}"
+    status = torch.tensor(
+        [int(error is not None)] + [int(is_main and (output_dir / n).is_file()) for n in shard_names]
+    )
     num_processes = 1 if accelerator is None else accelerator.num_processes
     if num_processes > 1:
         from accelerate.utils import broadcast
 
-        accelerator.wait_for_everyone()
-        done = broadcast(done.to(accelerator.device), from_process=0).cpu()
+        status = broadcast(status.to(accelerator.device), from_process=0).cpu()
+    if status[0]:
+        raise ValueError(
+            error or f"output_dir {str(output_dir)!r} was refused by the main process (see its error)"
+        )
+    done = status[1:]
     pending = [i for i in range(num_shards) if not done[i]]
     # the bar counts the main process's share of each shard (ceil(rows / processes))
     todo_rows = sum(-(-min(shard_size, num_rows - i * shard_size) // num_processes) for i in pending)
@@ -424,7 +454,7 @@ def encode_dataset_to_shards(
                 tensors = {"ids": _row_ids(split, positions, id_column), **_to_numpy(encoded, modalities)}
                 metadata = {"shard_index": str(i), "start": str(positions[0]), "stop": str(positions[-1] + 1)}
                 _write_shard(output_dir / _shard_name(i), tensors, metadata)
-            logger.info("wrote shard %d/%d (%d rows)", i + 1, num_shards, len(positions))
+                logger.info("wrote shard %d/%d (%d rows)", i + 1, num_shards, len(positions))
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return {
