@@ -84,6 +84,9 @@ def _encode_in_process(model, split, output_dir):
         accelerator=accelerator,
         show_progress=False,
     )
+    # a folder of another run is refused on every process (no process is left waiting in a collective)
+    with pytest.raises(ValueError, match="different run|refused by the main process"):
+        encode_dataset_to_shards(model, split, output_dir, shard_size=SHARD_SIZE + 1, accelerator=accelerator)
     # the in-memory path gathers too: every process gets every row, in order
     arrays = encode_split_arrays(model, split, batch_size=4, accelerator=accelerator)
     np.save(os.path.join(output_dir, f"arrays_ids_rank{accelerator.process_index}.npy"), arrays["ids"])
