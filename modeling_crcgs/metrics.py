@@ -191,7 +191,7 @@ def _prepare(
         prepared.query_label_words = _pack_words(q_labels)
         prepared.database_label_words_t = np.ascontiguousarray(_pack_words(db_labels).T)
     else:
-        prepared.query_labels = q_labels.to(torch.float32)
+        prepared.query_labels = q_labels.to(device=device, dtype=torch.float32)
         prepared.database_labels_t = db_labels.to(device=device, dtype=torch.float32).t().contiguous()
     if prepared.bit_ops and distance == "hamming":
         prepared.query_words = _pack_words(queries > 0)
