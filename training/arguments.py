@@ -1,0 +1,306 @@
+"""Command-line and config-file arguments of `training/train.py`.
+
+Three dataclasses parsed by `transformers.HfArgumentParser` (the `run_clip.py` pattern). A YAML or
+JSON file given with `--config` supplies defaults; flags given after it override the file. Every value
+is validated in `__post_init__` and a bad one raises `ValueError` naming the argument, what was
+expected and what came.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+STAGES = ("teachers", "student", "hash")
+TRACKERS = ("jsonl", "tensorboard", "wandb")
+
+
+def _as_mapping(name: str, value: Any) -> dict[str, Any]:
+    """Accept a mapping (from a config file) or a JSON object string (from a flag)."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--{name}: expected a JSON object, got {value!r} ({err})") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"--{name}: expected a mapping of option -> value, got {type(value).__name__}")
+    return dict(value)
+
+
+def _check_positive(name: str, value: float, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or (isinstance(value, float) and not math.isfinite(value)):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"--{name}: expected a finite number {bound}, got {value!r}")
+
+
+def _check_betas(name: str, betas: list[float]) -> None:
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"--{name}: expected two Adam betas in [0, 1), got {betas!r}")
+
+
+@dataclass
+class DataArguments:
+    """Which data to train on."""
+
+    dataset: str = field(
+        default="features",
+        metadata={
+            "help": "A `dataset_scripts.load_crcgs_dataset` name: mirflickr25k, nus_wide, mscoco, features "
+            "(your own feature files in --data_dir) or synthetic (embedded, no files needed)."
+        },
+    )
+    data_dir: Optional[str] = field(
+        default=None, metadata={"help": "Folder with the dataset's files (not needed for synthetic)."}
+    )
+    dataset_options: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Extra builder options passed to load_crcgs_dataset, as a JSON object "
+            "(e.g. '{\"num_samples\": 1000}'); a mapping in a config file."
+        },
+    )
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache folder."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+
+    def __post_init__(self) -> None:
+        names = ("mirflickr25k", "nus_wide", "mscoco", "features", "synthetic")
+        if self.dataset not in names:
+            raise ValueError(f"--dataset: expected one of {', '.join(names)}, got {self.dataset!r}")
+        if self.dataset == "features" and not self.data_dir:
+            raise ValueError("--data_dir: the 'features' dataset needs the folder holding your feature files")
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise ValueError(f"--data_dir: expected an existing folder, got {self.data_dir!r}")
+        self.dataset_options = _as_mapping("dataset_options", self.dataset_options)
+        _check_positive("dataloader_num_workers", self.dataloader_num_workers, allow_zero=True)
+
+
+@dataclass
+class ModelArguments:
+    """What to build: the hash lengths and any `CRCGSConfig` value (widths, loss weights, temperatures)."""
+
+    hash_bits: list[int] = field(
+        default_factory=lambda: [64],
+        metadata={"help": "Hash code lengths; one hash head and one model folder per length."},
+    )
+    model_config: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "CRCGSConfig values as a JSON object (a mapping in a config file), e.g. loss weights "
+            "and temperatures; a weight of 0 switches its loss term off. Dims come from the data."
+        },
+    )
+    teachers_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "Load the teachers from a previous run (a model folder or its teachers/ folder)."},
+    )
+    student_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "Load the student from a previous run's model folder (config.json + safetensors)."},
+    )
+
+    def __post_init__(self) -> None:
+        if not self.hash_bits or any(int(k) <= 0 for k in self.hash_bits):
+            raise ValueError(
+                f"--hash_bits: expected one or more positive code lengths, got {self.hash_bits!r}"
+            )
+        if len(set(self.hash_bits)) != len(self.hash_bits):
+            raise ValueError(f"--hash_bits: expected distinct lengths, got {self.hash_bits!r}")
+        self.hash_bits = [int(k) for k in self.hash_bits]
+        self.model_config = _as_mapping("model_config", self.model_config)
+        for key in ("image_input_dim", "text_input_dim", "num_labels", "hash_bits"):
+            if key in self.model_config:
+                raise ValueError(
+                    f"--model_config: {key!r} is set from the data / --hash_bits, remove it from model_config"
+                )
+        for name in ("teachers_path", "student_path"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_dir():
+                raise ValueError(f"--{name}: expected an existing folder, got {path!r}")
+
+
+@dataclass
+class CRCGSTrainingArguments:
+    """How to train: the three stages, Accelerate, checkpointing, logging and publishing."""
+
+    output_dir: str = field(default="outputs", metadata={"help": "Where the run writes everything."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing over an output_dir that holds a finished model."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of initialisation, shuffling and dropout."})
+    stages: list[str] = field(
+        default_factory=lambda: list(STAGES),
+        metadata={"help": "Stages to run, in order: teachers student hash. Skipped ones load from a path."},
+    )
+    # Stage 1: teachers (the release ships no teacher training; L1 reconstruction + Adam, METHOD.md).
+    teacher_epochs: int = field(default=20, metadata={"help": "Teacher epochs."})
+    teacher_batch_size: int = field(default=80, metadata={"help": "Teacher batch size per device."})
+    teacher_learning_rate: float = field(default=1e-4, metadata={"help": "Teacher Adam learning rate."})
+    teacher_adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    teacher_lr_patience: int = field(
+        default=2, metadata={"help": "Halve the teacher lr after this many epochs without a better val loss."}
+    )
+    # Stage 2: student (METHOD.md "Student losses").
+    student_epochs: int = field(default=20, metadata={"help": "Student epochs (release: MIRFLICKR 20)."})
+    student_batch_size: int = field(default=80, metadata={"help": "Student batch size per device."})
+    student_learning_rate: float = field(default=1e-4, metadata={"help": "Student Adam learning rate."})
+    student_adam_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    discriminator_learning_rate: float = field(default=1e-4, metadata={"help": "Discriminator Adam lr."})
+    discriminator_adam_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    student_lr_patience: Optional[int] = field(
+        default=None,
+        metadata={"help": "Halve the student lr on a val-mAP plateau of this many epochs (MS-COCO: 5)."},
+    )
+    # Stage 3: hash heads (METHOD.md "Hash-head losses").
+    hash_epochs: int = field(default=30, metadata={"help": "Hash-head epochs (release: MIRFLICKR 30)."})
+    hash_batch_size: int = field(default=100, metadata={"help": "Hash-head batch size per device."})
+    hash_learning_rate: float = field(default=1e-4, metadata={"help": "Hash-head Adam learning rate."})
+    hash_adam_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    cache_student_embeddings: bool = field(
+        default=True,
+        metadata={
+            "help": "Encode the training set once with the frozen student and train the hash head from "
+            "the cached embeddings (false: recompute the student every epoch, as the release does)."
+        },
+    )
+    min_learning_rate: float = field(default=1e-6, metadata={"help": "Floor of the plateau lr halving."})
+    # Accelerate.
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per update."})
+    mixed_precision: Literal["no", "fp16", "bf16"] = field(default="no", metadata={"help": "no|fp16|bf16"})
+    checkpointing_steps: Optional[int] = field(
+        default=None, metadata={"help": "Also save the state every N optimizer steps (always at epoch end)."}
+    )
+    checkpoints_total_limit: Optional[int] = field(
+        default=2, metadata={"help": "Keep at most this many checkpoints (oldest removed first)."}
+    )
+    resume_from_checkpoint: Optional[str] = field(
+        default=None, metadata={"help": "'latest' (in output_dir/checkpoints) or a checkpoint folder."}
+    )
+    eval_batch_size: int = field(default=256, metadata={"help": "Batch size for encoding at evaluation."})
+    eval_top_k: Optional[int] = field(
+        default=None, metadata={"help": "k of mAP@k in the final evaluation (default: number of queries)."}
+    )
+    # Logging and publishing.
+    report_to: list[str] = field(
+        default_factory=lambda: ["jsonl"],
+        metadata={"help": "Trackers: jsonl (always on), tensorboard, wandb (when installed)."},
+    )
+    logging_steps: int = field(default=1, metadata={"help": "Log the per-term losses every N steps."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload each model folder to the Hub."})
+    hub_model_id: Optional[str] = field(
+        default=None, metadata={"help": "org/name; with several hash lengths '-<bits>bits' is appended."}
+    )
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown or not self.stages:
+            raise ValueError(f"--stages: expected a non-empty subset of {STAGES}, got {self.stages!r}")
+        if list(self.stages) != [s for s in STAGES if s in self.stages]:
+            raise ValueError(f"--stages: expected the stages in the order {STAGES}, got {self.stages!r}")
+        for name in (
+            "teacher_epochs",
+            "student_epochs",
+            "hash_epochs",
+            "teacher_batch_size",
+            "student_batch_size",
+            "hash_batch_size",
+            "eval_batch_size",
+            "teacher_learning_rate",
+            "student_learning_rate",
+            "discriminator_learning_rate",
+            "hash_learning_rate",
+            "gradient_accumulation_steps",
+            "logging_steps",
+        ):
+            _check_positive(name, getattr(self, name))
+        _check_positive("min_learning_rate", self.min_learning_rate, allow_zero=True)
+        _check_positive("teacher_lr_patience", self.teacher_lr_patience, allow_zero=True)
+        for name in ("student_lr_patience", "checkpointing_steps", "checkpoints_total_limit", "eval_top_k"):
+            if getattr(self, name) is not None:
+                _check_positive(name, getattr(self, name))
+        for name in (
+            "teacher_adam_betas",
+            "student_adam_betas",
+            "discriminator_adam_betas",
+            "hash_adam_betas",
+        ):
+            _check_betas(name, list(getattr(self, name)))
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"--mixed_precision: expected no, fp16 or bf16, got {self.mixed_precision!r}")
+        bad = [t for t in self.report_to if t not in TRACKERS + ("all", "none")]
+        if bad:
+            raise ValueError(
+                f"--report_to: expected trackers among {TRACKERS + ('all', 'none')}, got {bad!r}"
+            )
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("--hub_model_id: --push_to_hub needs the repository id, e.g. my-org/crcgs-mir")
+        if self.hub_model_id is not None and self.hub_model_id.count("/") != 1:
+            raise ValueError(f"--hub_model_id: expected 'org/name', got {self.hub_model_id!r}")
+
+
+ARGUMENT_CLASSES = (DataArguments, ModelArguments, CRCGSTrainingArguments)
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML (.yaml/.yml) or JSON (.json) config file into a flat mapping of argument -> value."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--config: expected an existing .yaml/.yml/.json file, got {str(path)!r}")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        values = yaml.safe_load(text)
+    elif path.suffix == ".json":
+        values = json.loads(text)
+    else:
+        raise ValueError(f"--config: expected a .yaml, .yml or .json file, got {path.name!r}")
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"--config: {path} must hold a mapping of argument -> value, got {type(values).__name__}"
+        )
+    known = {f.name for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"--config: {path} has unknown argument(s) {unknown}; see `train.py --help`")
+    return values
+
+
+def parse_args(
+    argv: Optional[list[str]] = None,
+) -> tuple[DataArguments, ModelArguments, CRCGSTrainingArguments]:
+    """Parse `--config FILE` (optional) and flags; flags override the file's values."""
+    from transformers import HfArgumentParser
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    parser.add_argument(
+        "--config", default=None, help="A YAML or JSON file of arguments (flags override it)."
+    )
+    if known.config is not None:
+        parser.set_defaults(**load_config_file(known.config))
+    # The --config value itself lands in a trailing argparse Namespace that is dropped here.
+    outputs = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
+    data_args, model_args, train_args = outputs[:3]
+    return data_args, model_args, train_args
+
+
+def resolved_arguments(*groups: Any) -> dict[str, Any]:
+    """All arguments after parsing and validation, as one JSON-ready mapping (training_args.json)."""
+    resolved: dict[str, Any] = {}
+    for group in groups:
+        resolved.update(dataclasses.asdict(group))
+    return resolved

@@ -1,0 +1,194 @@
+"""One training loop for every unit of work (teachers, student, each hash head).
+
+A unit is described by a `UnitSpec` (its loader, one training step, its validation and what "best"
+means); `UnitRunner.run` does the epochs, per-step logging, checkpointing, resume, the plateau lr
+halving, best-epoch selection and the non-finite-loss guard the same way for all of them.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from accelerate.logging import get_logger
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from tqdm.auto import tqdm
+
+from training.checkpointing import CheckpointManager, StageStore, TrainerState
+
+logger = get_logger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite; the message names the term, where it happened and the
+    checkpoint saved before stopping."""
+
+    def __init__(self, term: str, value: float, where: str = "", checkpoint: Optional[Path] = None) -> None:
+        message = f"non-finite loss: term {term!r} = {value}"
+        if where:
+            message += f" at {where}"
+        if checkpoint is not None:
+            message += f"; training stopped and the state was saved to {checkpoint}"
+        super().__init__(message)
+        self.term, self.value, self.where, self.checkpoint = term, value, where, checkpoint
+
+
+def check_finite(accelerator: Any, output: Any) -> None:
+    """Raise `NonFiniteLossError` naming the first non-finite term, on every process at once."""
+    bad = not bool(torch.isfinite(output.loss.detach()).all())
+    if accelerator.num_processes > 1:
+        flag = torch.tensor([float(bad)], device=output.loss.device)
+        bad = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+    if bad:
+        for term, value in (output.loss_terms or {}).items():
+            value = float(value.detach().float().mean()) if torch.is_tensor(value) else float(value)
+            if not math.isfinite(value):
+                raise NonFiniteLossError(term, value)
+        raise NonFiniteLossError("total", float(output.loss.detach().float().mean()))
+
+
+def step_seed(seed: int, unit: str, epoch: int, step: int, process_index: int) -> int:
+    """A seed for one training step that depends on where the step is, not on the run's history.
+
+    Re-seeding torch before every step makes dropout draws identical in a resumed and an
+    uninterrupted run.
+    """
+    entropy = [seed, zlib.crc32(unit.encode()), epoch, step, process_index]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@dataclass
+class UnitSpec:
+    """What `UnitRunner.run` needs to train one unit of work."""
+
+    name: str
+    epochs: int
+    loader: Any  # a prepared DataLoader
+    sampler: Any  # its EpochShuffleSampler
+    train_step: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+    validate: Callable[[], dict[str, float]]
+    metric: str
+    greater_is_better: bool
+    optimizer: Any  # the main (prepared) optimizer: its lr is logged and halved on plateau
+    best_tensors: Callable[[], dict[str, torch.Tensor]]
+    load_best: Callable[[dict[str, torch.Tensor]], None]
+    plateau_patience: Optional[int] = None
+    min_lr: float = 0.0
+
+
+class UnitRunner:
+    """Runs units of work with one Accelerator, checkpoint folder, stage store and trainer state."""
+
+    def __init__(
+        self,
+        accelerator: Any,
+        state: TrainerState,
+        checkpoints: CheckpointManager,
+        store: StageStore,
+        seed: int,
+        checkpointing_steps: Optional[int],
+        logging_steps: int,
+    ) -> None:
+        self.accelerator = accelerator
+        self.state = state
+        self.checkpoints = checkpoints
+        self.store = store
+        self.seed = seed
+        self.checkpointing_steps = checkpointing_steps
+        self.logging_steps = logging_steps
+
+    def run(self, spec: UnitSpec, resume_dir: Optional[Path] = None) -> dict[str, Any]:
+        """Train `spec` (resuming from `resume_dir` when given), keep its best epoch, mark it done."""
+        acc, state = self.accelerator, self.state
+        plateau = None
+        if spec.plateau_patience is not None:
+            plateau = ReduceLROnPlateau(
+                getattr(spec.optimizer, "optimizer", spec.optimizer),
+                mode="max" if spec.greater_is_better else "min",
+                factor=0.5,
+                patience=spec.plateau_patience,
+                min_lr=spec.min_lr,
+            )
+        if resume_dir is not None:
+            acc.load_state(str(resume_dir))
+            if plateau is not None and state.scheduler_state is not None:
+                plateau.load_state_dict(state.scheduler_state)
+            logger.info(
+                f"[{spec.name}] resumed from {resume_dir} at epoch {state.epoch}, batch {state.step_in_epoch}"
+            )
+        else:
+            state.start_unit(spec.name)
+        steps_per_epoch = len(spec.loader)
+        bar = tqdm(
+            total=spec.epochs * steps_per_epoch,
+            initial=state.epoch * steps_per_epoch + state.step_in_epoch,
+            desc=spec.name,
+            disable=not acc.is_local_main_process,
+        )
+        for epoch in range(state.epoch, spec.epochs):
+            spec.sampler.set_epoch(epoch)
+            loader = (
+                acc.skip_first_batches(spec.loader, state.step_in_epoch)
+                if state.step_in_epoch
+                else spec.loader
+            )
+            for batch in loader:
+                torch.manual_seed(
+                    step_seed(self.seed, spec.name, epoch, state.step_in_epoch, acc.process_index)
+                )
+                try:
+                    terms = spec.train_step(batch)
+                except NonFiniteLossError as err:
+                    where = f"{spec.name} step {state.global_step + 1} (epoch {epoch}, batch {state.step_in_epoch})"
+                    path = self.checkpoints.save(acc, state)
+                    raise NonFiniteLossError(err.term, err.value, where, path) from None
+                state.step_in_epoch += 1
+                bar.update(1)
+                if not acc.sync_gradients:
+                    continue
+                state.global_step += 1
+                if state.global_step % self.logging_steps == 0:
+                    values = {f"{spec.name}/loss/{k}": float(v) for k, v in terms.items()}
+                    values[f"{spec.name}/lr"] = spec.optimizer.param_groups[0]["lr"]
+                    acc.log(values, step=state.global_step)
+                    bar.set_postfix(loss=f"{values.get(f'{spec.name}/loss/total', float('nan')):.4g}")
+                if self.checkpointing_steps and state.global_step % self.checkpointing_steps == 0:
+                    self.checkpoints.save(acc, state)
+            metrics = spec.validate()
+            value = metrics[spec.metric]
+            if plateau is not None:
+                plateau.step(value)
+                state.scheduler_state = plateau.state_dict()
+            improved = state.best_metric is None or (
+                value > state.best_metric if spec.greater_is_better else value < state.best_metric
+            )
+            if improved:
+                state.best_metric, state.best_epoch = value, epoch
+                if acc.is_main_process:
+                    self.store.save_best(spec.name, spec.best_tensors())
+            state.history.append({"epoch": epoch, **metrics})
+            acc.log({f"{spec.name}/val/{k}": v for k, v in metrics.items()}, step=state.global_step)
+            logger.info(
+                f"[{spec.name}] epoch {epoch}: {metrics} (best {spec.metric} {state.best_metric:.4f})"
+            )
+            state.epoch, state.step_in_epoch = epoch + 1, 0
+            self.checkpoints.save(acc, state)
+        bar.close()
+        acc.wait_for_everyone()
+        spec.load_best(self.store.load_best(spec.name))
+        summary = {
+            "unit": spec.name,
+            "best_epoch": state.best_epoch,
+            f"best_{spec.metric}": state.best_metric,
+            "history": state.history,
+        }
+        if acc.is_main_process:
+            self.store.mark_done(spec.name, summary)
+        acc.wait_for_everyone()
+        return summary

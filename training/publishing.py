@@ -1,0 +1,139 @@
+"""Write the model folder of one hash length, print the results table, push folders to the Hub.
+
+Folder layout (docs/DESIGN.md): config.json + model.safetensors (a `CRCGSModel`), eval_results.json,
+eval_summary.md and plots from the evaluator, teachers/, training_args.json, README.md (model card).
+The folder is assembled under a temp name beside it and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+from training.checkpointing import atomic_write_text, replace_dir
+from training.model_card import build_model_card
+from training.model_setup import save_teachers
+
+CARD_SETTINGS = (
+    "student_epochs",
+    "student_batch_size",
+    "student_learning_rate",
+    "student_adam_betas",
+    "hash_epochs",
+    "hash_batch_size",
+    "hash_learning_rate",
+    "teacher_epochs",
+    "seed",
+)
+CONFIG_SETTINGS = (
+    "distillation_weight",
+    "adversarial_weight",
+    "dis_iter",
+    "contrastive_weight",
+    "contrastive_temperature",
+    "support_set_weight",
+    "support_set_temperature",
+    "modality_gap_loss_weight",
+)
+
+
+class HubPushError(RuntimeError):
+    """Uploading to the Hub failed; the local folders are complete."""
+
+
+def model_folder_name(dataset: str, bits: int) -> str:
+    return f"{dataset}-{bits}bits"
+
+
+def hub_repo_id(hub_model_id: str, bits: int, num_lengths: int) -> str:
+    """The repository of one length: the given id, or `<id>-<bits>bits` when several lengths train."""
+    return hub_model_id if num_lengths == 1 else f"{hub_model_id}-{bits}bits"
+
+
+def evaluate_model(accelerator: Any, model: Any, splits: Any, dataset: str, args: Any) -> dict[str, Any]:
+    """The evaluator's result (eval_results.json shape) for the retrieval model on query vs database."""
+    from modeling_crcgs.evaluation import evaluate_retrieval
+
+    return evaluate_retrieval(
+        model.crcgs,
+        splits["query"],
+        splits["database"],
+        dataset_name=dataset,
+        top_k=args.eval_top_k,
+        batch_size=args.eval_batch_size,
+        accelerator=accelerator,
+    )
+
+
+def write_model_folder(
+    model: Any,
+    result: dict[str, Any],
+    folder: Path,
+    dataset: str,
+    resolved_args: dict[str, Any],
+    unit_summaries: dict[str, Any],
+    hub_id: Optional[str],
+) -> Path:
+    """Assemble the model folder of `model` (main process only) and rename it into place."""
+    from modeling_crcgs.evaluation import write_evaluation_report
+
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    model.save_retrieval_model(tmp)
+    save_teachers(model, tmp / "teachers")
+    write_evaluation_report(result, tmp)
+    args_record = {**resolved_args, "hash_bits": model.config.hash_bits, "stages_summary": unit_summaries}
+    atomic_write_text(tmp / "training_args.json", json.dumps(args_record, indent=2))
+    settings = {k: resolved_args[k] for k in CARD_SETTINGS if k in resolved_args}
+    settings.update({k: getattr(model.config, k) for k in CONFIG_SETTINGS})
+    card = build_model_card(result, dataset, model.config, settings, hub_id or str(folder), hub_id)
+    card.save(str(tmp / "README.md"))
+    replace_dir(tmp, folder)
+    return folder
+
+
+def results_table(results: dict[int, dict[str, Any]]) -> str:
+    """Markdown table: I2T/T2I mAP@all per code length, Hamming codes and continuous embeddings."""
+    lines = [
+        "| bits | I2T mAP@all (Hamming) | T2I mAP@all (Hamming) | I2T mAP@all (continuous) | T2I mAP@all (continuous) |",
+        "|---|---|---|---|---|",
+    ]
+    for bits in sorted(results):
+        r = results[bits]
+        lines.append(
+            f"| {bits} | {r['hamming']['i2t']['map_all']:.4f} | {r['hamming']['t2i']['map_all']:.4f} | "
+            f"{r['continuous']['i2t']['map_all']:.4f} | {r['continuous']['t2i']['map_all']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def push_folders(folders: dict[int, Path], hub_model_id: str, private: bool) -> list[str]:
+    """Create each repository and upload its folder; raise `HubPushError` with one clear sentence."""
+    from huggingface_hub import create_repo, upload_folder
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    urls = []
+    for bits, folder in sorted(folders.items()):
+        repo_id = hub_repo_id(hub_model_id, bits, len(folders))
+        try:
+            create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            info = upload_folder(
+                repo_id=repo_id, folder_path=str(folder), commit_message="Upload CRCGS model"
+            )
+        except OfflineModeIsEnabled as err:
+            raise HubPushError(
+                f"Could not push to the Hub because offline mode is on (HF_HUB_OFFLINE=1); the model folder "
+                f"{folder} is complete: unset HF_HUB_OFFLINE and run `hf upload {repo_id} {folder}`."
+            ) from err
+        except (HfHubHTTPError, OSError) as err:
+            raise HubPushError(
+                f"Could not push {folder} to the Hub repository {repo_id} ({type(err).__name__}: {err}); "
+                f"the local folder is complete: log in (`hf auth login`) and run `hf upload {repo_id} {folder}`."
+            ) from err
+        urls.append(str(getattr(info, "commit_url", repo_id)))
+    return urls

@@ -1,0 +1,283 @@
+"""Train CRCGS end to end with Accelerate: teachers, student, one hash head per code length.
+
+    accelerate launch training/train.py --config training/configs/synthetic.yaml
+    accelerate launch training/train.py --dataset features --data_dir my_features/ --hash_bits 32 64
+    accelerate launch training/train.py --config training/configs/mirflickr25k.yaml --data_dir data/mir \
+        --resume_from_checkpoint latest
+
+Writes one model folder per code length (`<output_dir>/<dataset>-<bits>bits/`, layout in
+docs/DESIGN.md), checkpoints under `<output_dir>/checkpoints/`, per-stage best weights under
+`<output_dir>/stages/`, logs and the loss curves under `<output_dir>/logs/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+# `dataset_scripts/` and `training/` are repository folders, not installed packages, and
+# `accelerate launch training/train.py` puts only `training/` on sys.path: add the repository root.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import torch  # noqa: E402
+from accelerate import Accelerator, DistributedDataParallelKwargs  # noqa: E402
+from accelerate.logging import get_logger  # noqa: E402
+from accelerate.utils import ProjectConfiguration, set_seed  # noqa: E402
+
+from modeling_crcgs import CRCGSForPreTraining  # noqa: E402
+from training.arguments import parse_args, resolved_arguments  # noqa: E402
+from training.checkpointing import (  # noqa: E402
+    STATE_NAME,
+    CheckpointManager,
+    StageStore,
+    TrainerState,
+    atomic_write_text,
+)
+from training.data import data_dims, load_splits  # noqa: E402
+from training.logging_utils import LOG_NAME, plot_loss_curves, select_trackers  # noqa: E402
+from training.loop import NonFiniteLossError, UnitRunner  # noqa: E402
+from training.model_setup import build_config, load_partial_state, load_student, load_teachers  # noqa: E402
+from training.publishing import (  # noqa: E402
+    HubPushError,
+    evaluate_model,
+    hub_repo_id,
+    model_folder_name,
+    push_folders,
+    results_table,
+    write_model_folder,
+)
+from training.stages import hash_model_from, hash_unit, student_unit, teacher_unit  # noqa: E402
+
+logger = get_logger(__name__)
+RUN_SUMMARY = "run_summary.json"
+
+
+def finished_models(output_dir: Path) -> list[Path]:
+    """Model folders of a finished run in `output_dir`."""
+    if not output_dir.is_dir():
+        return []
+    return sorted(p.parent for p in output_dir.glob("*bits/model.safetensors")) + (
+        [output_dir / RUN_SUMMARY] if (output_dir / RUN_SUMMARY).is_file() else []
+    )
+
+
+def check_output_dir(output_dir: Path, overwrite: bool, resume: Optional[str]) -> None:
+    """Refuse to clobber a finished model or to start over an unfinished run by accident."""
+    finished = finished_models(output_dir)
+    if finished and not overwrite:
+        raise ValueError(
+            f"--output_dir {output_dir} already holds a finished model ({finished[0]}); pass "
+            "--overwrite_output_dir to replace it or choose another --output_dir"
+        )
+    unfinished = [output_dir / d for d in ("checkpoints", "stages") if (output_dir / d).is_dir()]
+    if unfinished and not resume and not overwrite:
+        raise ValueError(
+            f"--output_dir {output_dir} holds an unfinished run ({unfinished[0]}); pass "
+            "--resume_from_checkpoint latest to continue it or --overwrite_output_dir to start over"
+        )
+
+
+def clear_previous_run(output_dir: Path) -> None:
+    """Remove what a previous run left (state, logs, model folders) before starting over."""
+    for name in ("checkpoints", "stages", "logs"):
+        shutil.rmtree(output_dir / name, ignore_errors=True)
+    for path in finished_models(output_dir):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+
+
+def flat_config(values: dict[str, Any]) -> dict[str, Any]:
+    """Tracker-friendly hyper-parameters: scalars as they are, everything else as a string."""
+    return {
+        k: v if isinstance(v, (int, float, str, bool)) or v is None else str(v) for k, v in values.items()
+    }
+
+
+def run_or_restore(
+    runner: UnitRunner,
+    unit: str,
+    build_spec: Any,
+    model: torch.nn.Module,
+    resume: Optional[tuple[Path, TrainerState]],
+) -> dict[str, Any]:
+    """Train a unit, resume it from the checkpoint that stopped inside it, or load it when it is done."""
+    store = runner.store
+    if store.is_done(unit):
+        load_partial_state(model, store.load_best(unit), f"finished unit {unit}")
+        logger.info(f"[{unit}] already finished in this output_dir: loaded its best epoch")
+        return store.summary(unit)
+    resume_dir = resume[0] if resume is not None and resume[1].unit == unit else None
+    return runner.run(build_spec(), resume_dir)
+
+
+def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    started = time.perf_counter()
+    # 1. Arguments (flags, or a YAML/JSON file with --config plus overriding flags).
+    data_args, model_args, args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    resolved = resolved_arguments(data_args, model_args, args)
+
+    # 2. Accelerator, logging, output folder.
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=select_trackers(args.report_to, output_dir / "logs"),
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / "logs")
+        ),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
+    check_output_dir(output_dir, args.overwrite_output_dir, args.resume_from_checkpoint)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if args.overwrite_output_dir and not args.resume_from_checkpoint:
+            clear_previous_run(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output_dir / "training_args.json", _json(resolved))
+    accelerator.wait_for_everyone()
+    accelerator.init_trackers("crcgs", config=flat_config(resolved))
+    logger.info(
+        f"{accelerator.num_processes} process(es), device {accelerator.device}, "
+        f"mixed precision {accelerator.mixed_precision}"
+    )
+
+    # 3. Data.
+    with accelerator.main_process_first():
+        splits = load_splits(data_args)
+    dims = data_dims(splits["train"])
+    num_batches = math.ceil(len(splits["train"]) / args.student_batch_size)
+    logger.info(f"data {data_args.dataset}: {dict((k, len(v)) for k, v in splits.items())}, dims {dims}")
+
+    # 4. Model (the student's config with the first code length; each hash length gets its own head).
+    config = build_config(model_args.model_config, dims, model_args.hash_bits[0], num_batches)
+    set_seed(args.seed)
+    model = CRCGSForPreTraining(config)
+
+    # 5. Resume point and the runner shared by all units of work.
+    checkpoints = CheckpointManager(output_dir, args.checkpoints_total_limit)
+    resume = None
+    if args.resume_from_checkpoint:
+        resume_dir = checkpoints.resolve(args.resume_from_checkpoint)
+        resume = (resume_dir, TrainerState.from_file(resume_dir / STATE_NAME))
+        logger.info(f"resuming from {resume_dir} (unit {resume[1].unit}, epoch {resume[1].epoch})")
+    state = resume[1] if resume else TrainerState()
+    runner = UnitRunner(
+        accelerator,
+        state,
+        checkpoints,
+        StageStore(output_dir),
+        args.seed,
+        args.checkpointing_steps,
+        args.logging_steps,
+    )
+    summaries: dict[str, Any] = {}
+    workers = data_args.dataloader_num_workers
+
+    # 6. Stage 1: teachers (or load them from a previous run).
+    if "teachers" in args.stages:
+        summaries["teachers"] = run_or_restore(
+            runner, "teachers", lambda: teacher_unit(accelerator, model, splits, args, workers), model, resume
+        )
+    elif model_args.teachers_path:
+        logger.info(f"teachers loaded from {load_teachers(model, model_args.teachers_path)}")
+    elif "student" in args.stages:
+        raise ValueError(
+            "--teachers_path: the student stage needs teachers; train them or give a previous run"
+        )
+
+    # 7. Stage 2: student with discriminators (or load it from a previous run).
+    if "student" in args.stages:
+        summaries["student"] = run_or_restore(
+            runner, "student", lambda: student_unit(accelerator, model, splits, args, workers), model, resume
+        )
+    elif model_args.student_path:
+        logger.info(f"student loaded from {load_student(model, model_args.student_path)}")
+    elif "hash" in args.stages:
+        raise ValueError("--student_path: the hash stage needs a student; train it or give a previous run")
+
+    # 8. Stage 3: one hash head per code length, then evaluation and the model folder of each length.
+    results: dict[int, dict[str, Any]] = {}
+    folders: dict[int, Path] = {}
+    if "hash" not in args.stages:
+        logger.info(
+            f"hash stage skipped: no model folder written; stage weights are in {output_dir / 'stages'}"
+        )
+    for bits in model_args.hash_bits if "hash" in args.stages else []:
+        set_seed(args.seed + bits)
+        hash_model = hash_model_from(model, build_config(model_args.model_config, dims, bits, num_batches))
+        unit = f"hash-{bits}"
+        summaries[unit] = run_or_restore(
+            runner,
+            unit,
+            lambda m=hash_model: hash_unit(accelerator, m, splits, args, workers),
+            hash_model,
+            resume,
+        )
+        accelerator.free_memory()
+        results[bits] = evaluate_model(accelerator, hash_model, splits, data_args.dataset, args)
+        folders[bits] = output_dir / model_folder_name(data_args.dataset, bits)
+        if accelerator.is_main_process:
+            hub_id = (
+                hub_repo_id(args.hub_model_id, bits, len(model_args.hash_bits)) if args.hub_model_id else None
+            )
+            write_model_folder(
+                hash_model, results[bits], folders[bits], data_args.dataset, resolved, summaries, hub_id
+            )
+        accelerator.wait_for_everyone()
+
+    # 9. Results table, loss curves, run summary.
+    accelerator.end_training()
+    summary = {
+        "results": {str(k): v for k, v in results.items()},
+        "model_folders": {str(k): str(v) for k, v in folders.items()},
+        "stages": summaries,
+        "wall_time_s": time.perf_counter() - started,
+        "num_processes": accelerator.num_processes,
+    }
+    if accelerator.is_main_process:
+        curves = plot_loss_curves(output_dir / "logs" / LOG_NAME, output_dir / "logs" / "loss_curves.png")
+        for folder in folders.values():
+            shutil.copyfile(curves, folder / curves.name)
+        if results:
+            table = results_table(results)
+            atomic_write_text(output_dir / "results.md", table + "\n")
+            accelerator.print(f"\nmAP@all on {data_args.dataset} (query vs database):\n{table}")
+            for bits, folder in sorted(folders.items()):
+                accelerator.print(f"model ({bits} bits): {folder.resolve()}")
+        atomic_write_text(output_dir / RUN_SUMMARY, _json(summary))
+
+    # 10. Push to the Hub.
+    if args.push_to_hub and accelerator.is_main_process and folders:
+        for url in push_folders(folders, args.hub_model_id, args.hub_private):
+            logger.info(f"pushed {url}")
+    return summary
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=2, default=str)
+
+
+def cli() -> None:
+    """Run `main`; a known failure ends the process with its one-line message and exit status 1."""
+    try:
+        main()
+    except (NonFiniteLossError, HubPushError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    cli()
