@@ -17,7 +17,8 @@ lint: setup
 # The main job: all three stages on the embedded synthetic data, 32 and 64 bits, with evaluation.
 main: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \
-		--mixed_precision no --dynamo_backend no training/train.py --config training/configs/synthetic.yaml
+		--mixed_precision no --dynamo_backend no training/train.py --config training/configs/synthetic.yaml \
+		--overwrite_output_dir
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
