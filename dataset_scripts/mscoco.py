@@ -162,9 +162,14 @@ class Mscoco(BenchmarkBuilder):
                 for split in config.annotation_splits
             }
             location = ann.location
-        ids, file_names, split_of = self._images(instances, location)
-        labels, names = self._labels(instances, ids, location)
-        bow, texts = self._captions(captions, ids, location)
+        try:
+            ids, file_names, split_of = self._images(instances, location)
+            labels, names = self._labels(instances, ids, location)
+            bow, texts = self._captions(captions, ids, location)
+        except (KeyError, TypeError) as err:
+            raise ValueError(
+                f"{location}: a COCO image/annotation/category record is malformed or lacks a field ({err!r})"
+            ) from err
         image_files = [
             RawFiles(config.data_dir, f"{split}{config.year}.zip") for split in config.annotation_splits
         ]
@@ -202,7 +207,11 @@ class Mscoco(BenchmarkBuilder):
         duplicated = ids_array[1:][ids_array[1:] == ids_array[:-1]]
         if duplicated.size:
             raise ValueError(f"{location}: image id {duplicated[0]} appears in several annotation splits")
-        return ids_array, [names[i] for i in order.tolist()], np.asarray(split_of, dtype=np.int64)[order]
+        return (
+            ids_array,
+            np.asarray(names, dtype=object)[order].tolist(),
+            np.asarray(split_of, dtype=np.int64)[order],
+        )
 
     def _labels(
         self, instances: dict[str, dict], ids: np.ndarray, location: str

@@ -169,6 +169,11 @@ def test_bad_inputs(tmp_path):
     data_dir, _ = _write(tmp_path / "c", files=stray, truth=truth)
     with pytest.raises(ValueError, match="instances: annotation refers to unknown image id 555"):
         build("mscoco", data_dir, tmp_path / "c3", **options)
+    no_file_name = json.loads(json.dumps(files))
+    del no_file_name["annotations/instances_val2014.json"]["images"][2]["file_name"]
+    data_dir_2, _ = _write(tmp_path / "d", files=no_file_name, truth=truth)
+    with pytest.raises(ValueError, match="annotations_trainval2014.zip: a COCO .* lacks a field .*file_name"):
+        build("mscoco", data_dir_2, tmp_path / "c6", **options)
     with pytest.raises(ValueError, match="missing file 'annotations/instances_test2014.json'"):
         build("mscoco", data_dir, tmp_path / "c4", annotation_splits=("train", "test"), **options)
     with pytest.raises(ValueError, match="text_mode must be 'first' or 'all', got 'some'"):
