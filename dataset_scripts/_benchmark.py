@@ -189,6 +189,7 @@ class BenchmarkBuilder(CRCGSBuilder):
                 config.images_key,
                 dataset=dataset,
                 block_rows=config.image_block_rows,
+                matlab_layout=config.matlab_layout,
             )
         else:
             image_features = open_matrix(

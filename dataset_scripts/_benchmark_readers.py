@@ -77,12 +77,14 @@ def encode_png(image: np.ndarray, *, compress_level: int = 1) -> bytes:
 
 
 class MatlabImages(Sequence):
-    """The images of a MATLAB ``IAll``-style array as a lazy sequence of PNG bytes.
+    """The images of an ``IAll``-style array as a lazy sequence of PNG bytes.
 
     MATLAB holds the images as ``H x W x C x N`` (``C`` = 3 or 1, uint8). A v7.3 ``.mat`` is HDF5 and
     column-major, so h5py sees the reversed shape ``(N, C, W, H)``; a row block ``[s:e]`` is read from
     HDF5 as ``(e - s, C, W, H)`` and transposed to ``(e - s, H, W, C)`` (``transpose(0, 3, 2, 1)``,
     the layout DCMH-style loaders undo). A v5 ``.mat`` is loaded whole by scipy as ``(H, W, C, N)``.
+    A plain ``.h5`` (no MATLAB header or ``MATLAB_class``; or ``matlab_layout=False``) is row-major:
+    ``(N, H, W, C)``, or ``(N, C, H, W)`` when only axis 1 has 1 or 3 entries.
 
     ``rows`` selects and orders the source images (strictly increasing); item ``i`` of the sequence
     is source image ``rows[i]``. Only ``block_rows`` decoded images are in memory at a time.
@@ -97,6 +99,7 @@ class MatlabImages(Sequence):
         dataset: str,
         rows: np.ndarray | None = None,
         block_rows: int = 64,
+        matlab_layout: bool | None = None,
     ):
         import h5py
 
@@ -110,22 +113,27 @@ class MatlabImages(Sequence):
                 self._h5.close()
                 raise ValueError(f"{path.name}: no dataset named {key!r}; available keys: {available}")
             self._data: Any = self._h5[key]
-            if not is_matlab_v73(path) and "MATLAB_class" not in self._data.attrs:
-                raise ValueError(
-                    f"{self.source}: expected a MATLAB v7.3 image array (H x W x C x N), got plain HDF5"
-                )
-            matlab_shape = tuple(self._data.shape)[::-1]
+            if matlab_layout is None:
+                matlab_layout = is_matlab_v73(path) or "MATLAB_class" in self._data.attrs
+            shape = tuple(self._data.shape)
+            if matlab_layout:
+                self._axes, expected = (0, 3, 2, 1), "MATLAB images of shape H x W x C x N"
+                valid = len(shape) == 4 and shape[1] in (1, 3)
+                shape = shape[::-1]
+            else:
+                expected = "images of shape (N, H, W, C) or (N, C, H, W)"
+                valid = len(shape) == 4 and (shape[3] in (1, 3) or shape[1] in (1, 3))
+                self._axes = (0, 1, 2, 3) if valid and shape[3] in (1, 3) else (0, 2, 3, 1)
         else:
             self._data = load_array(path, key)
-            matlab_shape = tuple(self._data.shape)
-        if len(matlab_shape) != 4 or matlab_shape[2] not in (1, 3):
-            raise ValueError(
-                f"{self.source}: expected MATLAB images of shape H x W x C x N with C in (1, 3), got {matlab_shape}"
-            )
+            shape, self._axes = tuple(self._data.shape), None
+            expected = "MATLAB images of shape H x W x C x N"
+            valid = len(shape) == 4 and shape[2] in (1, 3)
+        if not valid:
+            raise ValueError(f"{self.source}: expected {expected} with C in (1, 3), got {shape}")
         if self._data.dtype != np.uint8:
             raise ValueError(f"{self.source}: expected uint8 pixels, got dtype {self._data.dtype}")
-        self.num_source_rows = int(matlab_shape[3])
-        self.image_shape = tuple(int(s) for s in matlab_shape[:3])
+        self.num_source_rows = int(self._data.shape[0] if self._h5 is not None else shape[3])
         self.rows = np.arange(self.num_source_rows) if rows is None else np.asarray(rows, dtype=np.int64)
         if block_rows < 1:
             raise ValueError(f"block_rows must be >= 1, got {block_rows}")
@@ -148,7 +156,7 @@ class MatlabImages(Sequence):
         """Source images ``rows`` (sorted) as ``(n, H, W, C)`` uint8, from one contiguous span."""
         lo, hi = int(rows[0]), int(rows[-1]) + 1
         if self._h5 is not None:
-            span = self._data[lo:hi].transpose(0, 3, 2, 1)  # (n, C, W, H) -> (n, H, W, C)
+            span = self._data[lo:hi].transpose(self._axes)  # e.g. MATLAB (n, C, W, H) -> (n, H, W, C)
         else:
             span = self._data[..., lo:hi].transpose(3, 0, 1, 2)  # (H, W, C, n) -> (n, H, W, C)
         return span[rows - lo]

@@ -4,6 +4,7 @@ the official zips (images + tags, concept annotation files)."""
 from __future__ import annotations
 
 import datasets
+import h5py
 import numpy as np
 import pytest
 from benchmark_fixtures import (
@@ -88,6 +89,20 @@ def test_mat_features_layout_reads_transposed_v73(mat_data, tmp_path):
     assert ds["train"].features["image_features"].length == FEAT
     got = np.asarray(ds["database"]["image_features"], dtype=np.float32)
     np.testing.assert_array_equal(got, arrays["features"][np.asarray(ds["database"]["index"])])
+
+
+@pytest.mark.parametrize("channels_first", [True, False])
+def test_plain_hdf5_images(mat_data, tmp_path, channels_first):
+    data_dir, arrays = mat_data
+    images = arrays["images"].transpose(0, 3, 1, 2) if channels_first else arrays["images"]
+    with h5py.File(tmp_path / "images.h5", "w") as handle:  # row-major, no MATLAB header
+        handle.create_dataset("images", data=images)
+    ds = build(
+        "mirflickr25k", data_dir, tmp_path / "cache", images_file=str(tmp_path / "images.h5"), images_key="images",
+        **SIZES,
+    )  # fmt: skip
+    for example in ds["query"]:
+        np.testing.assert_array_equal(decode(example["image"]), arrays["images"][example["index"]])
 
 
 def _official_fixture(directory):
