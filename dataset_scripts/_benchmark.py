@@ -15,7 +15,8 @@ Each benchmark comes in up to three layouts (``BenchmarkConfig.layout``):
 
 File names and keys are options, so other packagings of the same arrays load too (one file holding
 all three keys: give the same name three times). MATLAB v5 files are read with scipy, v7.3 with h5py
-(MATLAB's column-major layout undone; ``matlab_layout`` forces it on or off).
+(MATLAB's column-major layout undone; ``matlab_layout`` forces it on or off); plain row-major ``.h5``
+files work too (images ``(N, H, W, C)`` or ``(N, C, H, W)``), and ``.npy`` for feature matrices.
 
 Rows with no label or an empty bag of words are dropped when ``drop_incomplete`` is on (default: on
 for the official layouts and for NUS-WIDE, whose protocol drops them; off for the prepared MIRFLICKR
