@@ -13,12 +13,14 @@ Distances: ``"hamming"`` for binary codes, d_H(a, b) = (K - a.b) / 2 on sign cod
 {-1,+1}, {0,1} or packed ``uint8`` bits, see :func:`modeling_crcgs.hashing.to_signed_codes`);
 ``"cosine"`` for real-valued embeddings, d = 1 - cos(a, b) (ranking by descending cosine similarity).
 
-Every function is plain torch and runs on the device of ``query_codes`` (the other inputs are moved
-there). Queries are processed in chunks whose size follows a memory budget, and everything inside a chunk
-is vectorized (matrix products, one stable row-wise argsort, cumulative sums). On CPU the stable argsort
-is numpy's (an O(N) radix sort for the small integer Hamming distances, several times faster than
-``torch.sort(stable=True)`` there); on accelerators it is ``torch.sort(stable=True)``. Both give the
-same, unique, stable order.
+Every function runs on the device of ``query_codes`` (the other inputs are moved there). Queries are
+processed in chunks whose size follows a memory budget (``memory_budget_bytes``), and everything inside a
+chunk is vectorized: distances, label overlaps, one stable row-wise argsort, cumulative sums, one
+matrix-vector product. On accelerators this is torch (matrix products, ``torch.sort(stable=True)``). On
+CPU, Hamming distances and label overlaps are popcounts of XOR / AND of packed 64-bit words and the
+stable argsort is numpy's (an O(N) radix sort for small integers), several times faster there than
+float products and torch's merge sort; the rows of a chunk are split over ``torch.get_num_threads()``
+threads. Both paths give the same, unique, stable order and the same integers (tests check both).
 """
 
 from __future__ import annotations
@@ -251,10 +253,27 @@ def _popcount_into(out: np.ndarray, rows: np.ndarray, columns_t: np.ndarray, op:
             out += counts
 
 
+def _share_any_into(out: np.ndarray, rows: np.ndarray, columns_t: np.ndarray) -> None:
+    """out[i, j] = any_w (rows[i, w] & columns_t[w, j]) != 0: at least one shared label."""
+    for w in range(rows.shape[1]):  # words of one label vector: 1 for L <= 64
+        shares = np.bitwise_and(rows[:, w, None], columns_t[None, w, :]) != 0  # (r, N) bool
+        if w == 0:
+            out[...] = shares
+        else:
+            out |= shares
+
+
 def _rank_rows_cpu(
-    prepared: _Prepared, start: int, dist: np.ndarray, order: np.ndarray, shared: np.ndarray, lo: int, hi: int
+    prepared: _Prepared,
+    start: int,
+    dist: np.ndarray,
+    order: np.ndarray,
+    overlap: np.ndarray,
+    lo: int,
+    hi: int,
 ) -> None:
-    """Rows lo:hi of one chunk (queries start+lo : start+hi): distances, stable order, label overlaps."""
+    """Rows lo:hi of one chunk (queries start+lo : start+hi): distances, stable order, and label overlap
+    (``overlap`` bool: relevance; integer: number of shared labels)."""
     if prepared.distance == "hamming":
         _popcount_into(
             dist[lo:hi],
@@ -264,12 +283,11 @@ def _rank_rows_cpu(
         )
     # numpy's stable sort is a radix sort for <= 16-bit integers: O(N) per row.
     order[lo:hi] = np.argsort(dist[lo:hi], axis=1, kind="stable")
-    _popcount_into(
-        shared[lo:hi],
-        prepared.query_label_words[start + lo : start + hi],
-        prepared.database_label_words_t,
-        np.bitwise_and,
-    )
+    label_rows = prepared.query_label_words[start + lo : start + hi]
+    if overlap.dtype == np.bool_:
+        _share_any_into(overlap[lo:hi], label_rows, prepared.database_label_words_t)
+    else:
+        _popcount_into(overlap[lo:hi], label_rows, prepared.database_label_words_t, np.bitwise_and)
 
 
 def _cosine_distances(prepared: _Prepared, start: int, stop: int) -> torch.Tensor:
@@ -283,9 +301,9 @@ class _Ranked:
 
     distances: torch.Tensor  # (c, N) database order: integer Hamming distances, or float 1 - cos
     order: torch.Tensor  # (c, N) int64: database indices in ranking order
-    shared: torch.Tensor  # (c, N) number of labels shared with the query (integer), database order
     relevance: torch.Tensor  # (c, N) bool: rel_n in ranking order
     hits: torch.Tensor  # (c, N) int32: sum_{m<=n} rel_m
+    shared: Optional[torch.Tensor]  # (c, N) number of shared labels, database order (when asked for)
 
     @property
     def total_relevant(self) -> torch.Tensor:
@@ -294,26 +312,30 @@ class _Ranked:
 
 
 def _ranked_chunks(
-    prepared: _Prepared, chunk_size: Optional[int], memory_budget_bytes: int
+    prepared: _Prepared, chunk_size: Optional[int], memory_budget_bytes: int, shared_counts: bool = False
 ) -> Iterator[_Ranked]:
     """Rank the queries chunk by chunk: ascending distance, ties by ascending database index.
 
     Bit path: each chunk's rows are split over ``torch.get_num_threads()`` threads (numpy releases the GIL
     in popcounts and sorts). Dense path: float products and ``torch.sort(stable=True)``.
+    ``shared_counts``: also return the number of shared labels (graded relevance).
     """
     size = _chunk_size(prepared.num_database, memory_budget_bytes, chunk_size)
     workers = max(1, torch.get_num_threads()) if prepared.bit_ops else 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, prepared.num_queries, size):
             stop = min(start + size, prepared.num_queries)
-            dist, order, shared = _rank_chunk(prepared, start, stop, pool, workers)
-            relevance = torch.gather(shared > 0, 1, order)
-            yield _Ranked(dist, order, shared, relevance, relevance.cumsum(dim=1, dtype=torch.int32))
+            dist, order, overlap = _rank_chunk(prepared, start, stop, pool, workers, shared_counts)
+            relevance = torch.gather(overlap if overlap.dtype == torch.bool else overlap > 0, 1, order)
+            hits = relevance.cumsum(dim=1, dtype=torch.int32)
+            yield _Ranked(dist, order, relevance, hits, overlap if shared_counts else None)
 
 
 def _rank_chunk(
-    prepared: _Prepared, start: int, stop: int, pool: ThreadPoolExecutor, workers: int
+    prepared: _Prepared, start: int, stop: int, pool: ThreadPoolExecutor, workers: int, shared_counts: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(distances, stable order, label overlap) of queries start:stop; the overlap is the number of shared
+    labels when ``shared_counts``, else (bit path) a bool relevance matrix."""
     rows, n = stop - start, prepared.num_database
     if not prepared.bit_ops:
         if prepared.distance == "hamming":
@@ -332,15 +354,15 @@ def _rank_chunk(
     else:
         dist = _cosine_distances(prepared, start, stop).numpy()
     order = np.empty((rows, n), dtype=np.int64)
-    shared = np.empty((rows, n), dtype=_small_uint(prepared.max_shared))
+    overlap = np.empty((rows, n), dtype=_small_uint(prepared.max_shared) if shared_counts else np.bool_)
     bounds = np.linspace(0, rows, min(workers, rows) + 1).astype(int).tolist()
     jobs = [
-        pool.submit(_rank_rows_cpu, prepared, start, dist, order, shared, lo, hi)
+        pool.submit(_rank_rows_cpu, prepared, start, dist, order, overlap, lo, hi)
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
     ]
     for job in jobs:
         job.result()
-    return torch.from_numpy(dist), torch.from_numpy(order), torch.from_numpy(shared)
+    return torch.from_numpy(dist), torch.from_numpy(order), torch.from_numpy(overlap)
 
 
 def _average_precision_sums(ranked: _Ranked, ks: Sequence[int]) -> torch.Tensor:
@@ -417,7 +439,7 @@ def mean_average_precision(
         num_bits (`int`, *optional*): code length K when codes are packed uint8 (without it, packed
             codes are unpacked to 8 * width bits, which gives the same Hamming distances).
         chunk_size (`int`, *optional*): queries per chunk; by default from ``memory_budget_bytes``.
-        memory_budget_bytes (`int`): working memory of one chunk, about 48 bytes per (query, item) pair.
+        memory_budget_bytes (`int`): working memory of one chunk, about 56 bytes per (query, item) pair.
 
     Returns:
         `float`: mAP@k (mAP@all when ``top_k`` is None).
@@ -566,7 +588,7 @@ def ndcg_at_k(
     device = prepared.device
     discount = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64, device=device))  # (k,)
     total = 0.0
-    for ranked in _ranked_chunks(prepared, chunk_size, memory_budget_bytes):
+    for ranked in _ranked_chunks(prepared, chunk_size, memory_budget_bytes, shared_counts=True):
         gains = torch.exp2(ranked.shared.to(torch.float64)) - 1.0  # (c, N) in database order
         dcg = torch.gather(gains, 1, ranked.order[:, :k]) @ discount
         ideal = torch.topk(gains, k, dim=1).values @ discount
