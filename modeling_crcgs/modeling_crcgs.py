@@ -366,6 +366,7 @@ class CRCGSModel(CRCGSPreTrainedModel):
     ((4, 32), (4, 16))
     >>> model.get_image_hash_codes(torch.rand(3, 64)).dtype
     torch.int8
+
     ```
     """
 
@@ -592,6 +593,7 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
     >>> out = model(image_features=x, text_features=t, labels=y, stage="student")
     >>> sorted(out.loss_terms)
     ['adversarial', 'base', 'contrastive', 'distillation', 'support_set']
+
     ```
     """
 
