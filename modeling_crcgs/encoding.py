@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .hashing import pack_codes
+from .modeling_crcgs import evaluating
 
 __all__ = [
     "MODALITIES",
@@ -245,19 +246,6 @@ def _check_positive(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-class _EvalMode:
-    """Put a model in eval mode for the duration of a ``with`` block (dropout off), then restore it."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model, self.was_training = model, model.training
-
-    def __enter__(self) -> None:
-        self.model.eval()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.model.train(self.was_training)
-
-
 # --------------------------------------------------------------------------------------------------
 # public API
 def encode_split_arrays(
@@ -280,7 +268,7 @@ def encode_split_arrays(
     modalities = _check_modalities(modalities)
     _check_positive("batch_size", batch_size)
     positions = list(range(len(split)))
-    with _EvalMode(model):
+    with evaluating(model):
         encoded = _encode_positions_distributed(
             model, split, positions, modalities, batch_size, processor, accelerator
         )
@@ -317,7 +305,7 @@ def encode_query_codes(model: Any, batch_size: int = 1024, **inputs: Any) -> np.
         )
     n = sizes.pop()
     codes = []
-    with _EvalMode(model):
+    with evaluating(model):
         for start in range(0, n, batch_size):
             batch = {k: t[start : start + batch_size].to(device) for k, t in tensors.items()}
             codes.append(_encode_inputs(model, modality, batch)[1])
@@ -444,7 +432,7 @@ def encode_dataset_to_shards(
     # the bar counts the main process's share of each shard (ceil(rows / processes))
     todo_rows = sum(-(-min(shard_size, num_rows - i * shard_size) // num_processes) for i in pending)
     disable = not show_progress or (accelerator is not None and not accelerator.is_local_main_process)
-    with _EvalMode(model), tqdm(total=todo_rows, desc="encoding", disable=disable) as bar:
+    with evaluating(model), tqdm(total=todo_rows, desc="encoding", disable=disable) as bar:
         for i in pending:
             positions = list(range(i * shard_size, min((i + 1) * shard_size, num_rows)))
             encoded = _encode_positions_distributed(
