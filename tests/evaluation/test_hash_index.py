@@ -72,6 +72,12 @@ def test_k_larger_than_index_pads_with_minus_one():
     ids, distances = HashIndex.from_codes(database).search(np.array([[3]], dtype=np.uint8), 5)
     np.testing.assert_array_equal(ids, [[2, 0, 1, -1, -1]])
     np.testing.assert_array_equal(distances, [[1, 2, 6, -1, -1]])
+    empty = HashIndex.from_codes(np.zeros((0, 1), dtype=np.uint8))
+    np.testing.assert_array_equal(empty.search(np.array([[3]], dtype=np.uint8), 2)[0], [[-1, -1]])
+    empty.add(np.array([[7]], dtype=np.uint8), ids=np.array([42]))
+    ids, distances = empty.search(np.array([[3]], dtype=np.uint8), 2)
+    np.testing.assert_array_equal(ids, [[42, -1]])
+    np.testing.assert_array_equal(distances, [[1, -1]])
 
 
 def _random_packed(n, code_bytes, seed):
