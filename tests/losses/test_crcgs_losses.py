@@ -186,7 +186,7 @@ def test_crd_nce_matches_loop(batch, n_data, tau):
 def test_crd_nce_small_temperature_stays_finite():
     t, s, _ = _gen(8, 6)
     loss = losses.crd_nce_loss(t.float(), s.float(), 10, 1e-3)  # exp(cos / tau) overflows float32
-    assert math.isfinite(float(loss))
+    assert math.isfinite(float(loss.detach()))
     _assert_finite_grads(loss, t, s)
 
 
@@ -231,17 +231,17 @@ def test_support_set_leaves_out_unlabelled_samples():
 def test_support_set_without_any_label_is_a_zero_with_graph():
     a, b, y = _gen(14, 4, nonnegative=True)
     loss = losses.support_set_loss(a, b, torch.zeros_like(y), 0.06)
-    assert float(loss) == 0.0 and loss.requires_grad
+    assert float(loss.detach()) == 0.0 and loss.requires_grad
     grad_a, grad_b = torch.autograd.grad(loss, (a, b))
     assert float(grad_a.abs().sum()) == 0.0 and float(grad_b.abs().sum()) == 0.0
 
 
 def test_support_set_stays_finite_for_small_temperature_and_zero_features():
     a, b, y = _gen(15, 6, nonnegative=True)
-    assert math.isfinite(float(losses.support_set_loss(a.float(), b.float(), y.float(), 1e-3)))
+    assert math.isfinite(float(losses.support_set_loss(a.float(), b.float(), y.float(), 1e-3).detach()))
     zeros = torch.zeros(6, 7, dtype=torch.float64, requires_grad=True)
     loss = losses.support_set_loss(zeros, b, y, 0.06)  # all-zero ReLU outputs: cos = 0 -> clamped, not inf
-    assert math.isfinite(float(loss))
+    assert math.isfinite(float(loss.detach()))
     _assert_finite_grads(loss, zeros, b)
 
 
