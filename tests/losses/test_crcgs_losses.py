@@ -222,7 +222,7 @@ def test_support_set_leaves_out_unlabelled_samples():
     loss = losses.support_set_loss(a, b, y, 0.06)
     keep = [0, 1, 3, 4, 6]
     _rel_close(loss, _loop_support_set(a.detach(), b.detach(), y, 0.06))
-    _rel_close(loss, float(losses.support_set_loss(a[keep], b[keep], y[keep], 0.06)))
+    _rel_close(loss, float(losses.support_set_loss(a[keep], b[keep], y[keep], 0.06).detach()))
     grads = torch.autograd.grad(loss, (a, b))
     assert all(bool(torch.isfinite(g).all()) for g in grads)
     assert float(grads[0][2].abs().sum()) == 0.0  # an unlabelled sample is in nobody's support set
