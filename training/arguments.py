@@ -70,6 +70,16 @@ class DataArguments:
     )
     cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache folder."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    bow_min_count: int = field(
+        default=1,
+        metadata={
+            "help": "Raw text towers on a dataset without text_features: the teachers' bag of words keeps "
+            "the words of at least this many training texts (MIRFLICKR-25K's tags: 20)."
+        },
+    )
+    bow_max_size: Optional[int] = field(
+        default=None, metadata={"help": "Keep at most this many (most frequent) bag-of-words words."}
+    )
 
     def __post_init__(self) -> None:
         names = ("mirflickr25k", "nus_wide", "mscoco", "features", "synthetic")
@@ -81,6 +91,9 @@ class DataArguments:
             raise ValueError(f"--data_dir: expected an existing folder, got {self.data_dir!r}")
         self.dataset_options = _as_mapping("dataset_options", self.dataset_options)
         _check_positive("dataloader_num_workers", self.dataloader_num_workers, allow_zero=True)
+        _check_positive("bow_min_count", self.bow_min_count)
+        if self.bow_max_size is not None:
+            _check_positive("bow_max_size", self.bow_max_size)
 
 
 @dataclass

@@ -28,8 +28,11 @@ class DataDims:
     num_labels: int
 
 
-def load_splits(data_args: Any) -> Any:
-    """`load_crcgs_dataset(--dataset, --data_dir, **--dataset_options)` with every split checked."""
+def load_splits(data_args: Any, columns: tuple[str, ...] = FEATURE_COLUMNS) -> Any:
+    """`load_crcgs_dataset(--dataset, --data_dir, **--dataset_options)` with every split checked.
+
+    `columns`: those every split must hold (raw-input towers need `image`/`text` instead of features:
+    `training.raw_inputs.required_columns`)."""
     from dataset_scripts import load_crcgs_dataset
 
     options = dict(data_args.dataset_options)
@@ -42,7 +45,7 @@ def load_splits(data_args: Any) -> Any:
             f"--dataset {data_args.dataset}: expected splits {REQUIRED_SPLITS}, missing {missing}"
         )
     for name in REQUIRED_SPLITS:
-        absent = [c for c in FEATURE_COLUMNS if c not in dataset[name].column_names]
+        absent = [c for c in columns if c not in dataset[name].column_names]
         if absent:
             raise ValueError(f"--dataset {data_args.dataset}: split {name!r} lacks column(s) {absent}")
         if len(dataset[name]) == 0:
@@ -86,6 +89,8 @@ class EpochShuffleSampler(Sampler[int]):
 
 def feature_view(split: Any) -> Any:
     """The split's feature columns as numpy rows, ready for `CRCGSCollator`."""
+    if split.format["type"] == "custom":  # raw inputs: the transform of training.raw_inputs makes the rows
+        return split
     return split.with_format("numpy", columns=list(FEATURE_COLUMNS))
 
 

@@ -56,11 +56,16 @@ def hub_repo_id(hub_model_id: str, bits: int, num_lengths: int) -> str:
 def evaluate_model(accelerator: Any, model: Any, splits: Any, dataset: str, args: Any) -> dict[str, Any]:
     """The evaluator's result (eval_results.json shape) for the retrieval model on query vs database."""
     from modeling_crcgs.evaluation import evaluate_retrieval
+    from training.raw_inputs import feature_level_view
 
+    # Backbone towers (issue 6): the evaluator reads features, so their pooled outputs are computed first.
+    crcgs, query, database = feature_level_view(
+        model.crcgs, splits["query"], splits["database"], batch_size=args.eval_batch_size
+    )
     return evaluate_retrieval(
-        model.crcgs,
-        splits["query"],
-        splits["database"],
+        crcgs,
+        query,
+        database,
         dataset_name=dataset,
         top_k=args.eval_top_k,
         batch_size=args.eval_batch_size,

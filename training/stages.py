@@ -124,11 +124,7 @@ def student_unit(
         disc_terms: dict[str, torch.Tensor] = {}
         with accelerator.accumulate(wrapped):
             for _ in range(config.dis_iter if adversarial else 0):
-                d_out = wrapped(
-                    image_features=batch["image_features"],
-                    text_features=batch["text_features"],
-                    stage="discriminator",
-                )
+                d_out = wrapped(**batch, stage="discriminator")  # features, and raw inputs of backbone towers
                 check_finite(accelerator, d_out)
                 accelerator.backward(d_out.loss)
                 disc_optimizer.step()

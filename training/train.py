@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import sys
 import time
@@ -40,7 +41,7 @@ from training.checkpointing import (  # noqa: E402
     TrainerState,
     atomic_write_text,
 )
-from training.data import data_dims, load_splits  # noqa: E402
+from training.data import FEATURE_COLUMNS, data_dims, load_splits  # noqa: E402
 from training.logging_utils import LOG_NAME, plot_loss_curves, select_trackers  # noqa: E402
 from training.loop import NonFiniteLossError, UnitRunner  # noqa: E402
 from training.model_setup import build_config, load_partial_state, load_student, load_teachers  # noqa: E402
@@ -53,6 +54,7 @@ from training.publishing import (  # noqa: E402
     results_table,
     write_model_folder,
 )
+from training.raw_inputs import prepare_raw_splits, required_columns, save_processor  # noqa: E402
 from training.stages import hash_model_from, hash_unit, student_unit, teacher_unit  # noqa: E402
 
 logger = get_logger(__name__)
@@ -127,7 +129,11 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     resolved = resolved_arguments(data_args, model_args, args)
 
     # 2. Accelerator, logging, output folder.
+    # Several processes without a GPU: say so, or `--multi_gpu` on a CPU-only machine starts
+    # independent single processes instead of one gloo (MULTI_CPU) group.
+    cpu_group = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
+        cpu=cpu_group,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=select_trackers(args.report_to, output_dir / "logs"),
@@ -154,7 +160,16 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     # 3. Data.
     with accelerator.main_process_first():
-        splits = load_splits(data_args)
+        splits = load_splits(data_args, required_columns(model_args.model_config, FEATURE_COLUMNS))
+    # Raw images/captions (backbone towers, issue 6): the teachers' fixed features and the raw transform.
+    splits, processor = prepare_raw_splits(
+        splits,
+        model_args.model_config,
+        output_dir,
+        accelerator,
+        data_args.bow_min_count,
+        data_args.bow_max_size,
+    )
     dims = data_dims(splits["train"])
     num_batches = math.ceil(len(splits["train"]) / args.student_batch_size)
     logger.info(f"data {data_args.dataset}: {dict((k, len(v)) for k, v in splits.items())}, dims {dims}")
@@ -234,6 +249,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             write_model_folder(
                 hash_model, results[bits], folders[bits], data_args.dataset, resolved, summaries, hub_id
             )
+            if processor is not None:  # raw-input towers: the processor travels with the model
+                save_processor(processor, folders[bits])
         accelerator.wait_for_everyone()
 
     # 9. Results table, loss curves, run summary.

@@ -1,0 +1,99 @@
+"""Argument parsing of training/train.py: flags, YAML, JSON, overrides and validation errors."""
+
+import json
+
+import pytest
+import yaml
+
+from training.arguments import load_config_file, parse_args
+
+
+def test_flags_parse_into_the_three_groups():
+    data, model, train = parse_args(
+        ["--dataset", "synthetic", "--hash_bits", "16", "32", "64", "--seed", "3", "--output_dir", "o"]
+    )
+    assert data.dataset == "synthetic" and data.dataset_options == {}
+    assert model.hash_bits == [16, 32, 64]
+    assert train.seed == 3 and train.output_dir == "o"
+    assert train.stages == ["teachers", "student", "hash"]
+    assert train.student_adam_betas == [0.5, 0.999] and train.hash_batch_size == 100
+
+
+def test_yaml_and_json_files_match_and_flags_override(tmp_path):
+    values = {
+        "dataset": "synthetic",
+        "hash_bits": [32, 64],
+        "student_epochs": 3,
+        "model_config": {"support_set_weight": 0.0, "contrastive_temperature": 0.2},
+        "dataset_options": {"num_items": 100},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(values))
+    (tmp_path / "c.json").write_text(json.dumps(values))
+    from_yaml = parse_args(["--config", str(tmp_path / "c.yaml")])
+    from_json = parse_args(["--config", str(tmp_path / "c.json")])
+    assert from_yaml == from_json
+    assert from_yaml[1].model_config == {"support_set_weight": 0.0, "contrastive_temperature": 0.2}
+    assert from_yaml[0].dataset_options == {"num_items": 100}
+    overridden = parse_args(
+        ["--config", str(tmp_path / "c.yaml"), "--student_epochs", "9", "--hash_bits", "16"]
+    )
+    assert overridden[2].student_epochs == 9 and overridden[1].hash_bits == [16]
+
+
+def test_shipped_configs_parse_with_release_settings(tmp_path):
+    _, model, train = parse_args(["--config", "training/configs/mscoco.yaml"])
+    assert train.student_epochs == 60 and train.hash_epochs == 200 and train.student_lr_patience == 5
+    assert model.model_config["modality_gap_loss_weight"] == 0.011
+    assert model.model_config["contrastive_temperature"] == 0.1
+    _, model, train = parse_args(["--config", "training/configs/nus_wide.yaml"])
+    assert model.model_config["support_set_weight"] == 40.0 and train.student_epochs == 30
+    _, model, train = parse_args(["--config", "training/configs/mirflickr25k.yaml"])
+    assert model.model_config["support_set_temperature"] == 0.04 and train.hash_epochs == 30
+    data, model, _ = parse_args(["--config", "training/configs/synthetic.yaml"])
+    assert data.dataset == "synthetic" and model.hash_bits == [32, 64]
+
+
+def test_features_folder_trains_with_defaults(tmp_path):
+    data, model, train = parse_args(["--dataset", "features", "--data_dir", str(tmp_path)])
+    assert data.data_dir == str(tmp_path) and model.model_config == {}
+    assert train.student_batch_size == 80 and train.student_learning_rate == 1e-4
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dataset", "imagenet"], "--dataset"),
+        (["--dataset", "features"], "--data_dir"),
+        (["--dataset", "synthetic", "--hash_bits", "0"], "--hash_bits"),
+        (["--dataset", "synthetic", "--hash_bits", "32", "32"], "distinct"),
+        (["--dataset", "synthetic", "--stages", "hash", "teachers"], "--stages"),
+        (["--dataset", "synthetic", "--stages", "pretrain"], "--stages"),
+        (["--dataset", "synthetic", "--student_learning_rate", "-1"], "--student_learning_rate"),
+        (["--dataset", "synthetic", "--hash_adam_betas", "0.5"], "--hash_adam_betas"),
+        (["--dataset", "synthetic", "--push_to_hub"], "--hub_model_id"),
+        (["--dataset", "synthetic", "--hub_model_id", "noslash"], "org/name"),
+        (["--dataset", "synthetic", "--model_config", "[1, 2]"], "--model_config"),
+        (["--dataset", "synthetic", "--model_config", '{"hash_bits": 8}'], "hash_bits"),
+        (["--dataset", "synthetic", "--report_to", "comet"], "--report_to"),
+        (["--dataset", "synthetic", "--student_path", "/no/such/folder"], "--student_path"),
+    ],
+)
+def test_bad_values_raise_naming_the_argument(argv, message):
+    with pytest.raises(ValueError, match=message):
+        parse_args(argv)
+
+
+def test_config_file_errors(tmp_path):
+    (tmp_path / "bad.yaml").write_text("dataset: synthetic\nstudent_epoch: 3\n")
+    with pytest.raises(ValueError, match="student_epoch"):
+        load_config_file(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_config_file(tmp_path / "list.yaml")
+    (tmp_path / "c.toml").write_text("x = 1\n")
+    with pytest.raises(ValueError, match=r"\.yaml"):
+        load_config_file(tmp_path / "c.toml")
+    with pytest.raises(ValueError, match="--config"):
+        parse_args(["--config", str(tmp_path / "missing.yaml")])
+    with pytest.raises(ValueError, match="not used"):
+        parse_args(["--dataset", "synthetic", "--no_such_flag", "1"])
