@@ -306,6 +306,17 @@ class BackboneEncoder(nn.Module):
             outputs = self.backbone(**kwargs)
             return pool_backbone_output(outputs, self.pooling, attention_mask)
 
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """Backbone parameters the fine-tuning mode never trains: all (``"frozen"``), all but the LoRA
+        adapters (``"lora"``), none (``"full"``). Trainers leave them out of their parameter groups."""
+        if self.finetuning == "full":
+            return []
+        return [
+            p
+            for name, p in self.backbone.named_parameters()
+            if self.finetuning == "frozen" or "lora_" not in name
+        ]
+
     def merge_adapter(self) -> None:
         """Fold LoRA into the backbone weights (W0 + alpha/r B A); the tower becomes ``"full"``."""
         if self.finetuning != "lora":

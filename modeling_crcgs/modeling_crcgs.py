@@ -624,8 +624,12 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
 
     def student_parameters(self) -> list[nn.Parameter]:
         """Towers, W, C, P_I, P_T: the student optimizer's parameters (not the hash head)."""
-        hash_ids = {id(p) for p in self.crcgs.hash_head.parameters()}
-        return [p for p in self.crcgs.parameters() if id(p) not in hash_ids]
+        excluded = {id(p) for p in self.crcgs.hash_head.parameters()}
+        # Backbone weights their fine-tuning mode keeps fixed ("frozen", LoRA's base weights) never train.
+        excluded.update(
+            id(p) for m in self.crcgs.modules() if isinstance(m, BackboneEncoder) for p in m.frozen_parameters()
+        )
+        return [p for p in self.crcgs.parameters() if id(p) not in excluded]
 
     def hash_head_parameters(self) -> list[nn.Parameter]:
         """The hash head's parameters (stage 3)."""

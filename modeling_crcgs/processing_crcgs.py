@@ -56,8 +56,8 @@ def load_image(image: ImageLike, where: str = "image") -> ImageLike:
 
 
 def _as_list(value: Any, single_types: tuple[type, ...]) -> list:
-    """``[value]`` for a single item, ``list(value)`` for a list or tuple of items."""
-    if isinstance(value, single_types) or not isinstance(value, (list, tuple)):
+    """``[value]`` for a single item, ``list(value)`` for a sequence of items (list, tuple, ``datasets`` column)."""
+    if isinstance(value, single_types) or not isinstance(value, Iterable):
         return [value]
     return list(value)
 
