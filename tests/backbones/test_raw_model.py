@@ -122,6 +122,10 @@ def test_training_stages_with_raw_inputs_update_only_adapters_and_heads(vit_conf
     assert torch.isfinite(hashed.loss)
 
     params = model.student_parameters()
+    in_group = {id(p) for p in params}
+    for name, p in model.crcgs.named_parameters():  # LoRA: only adapters of the backbones join the optimizer
+        if ".encoder.backbone." in name:
+            assert (id(p) in in_group) == ("lora_" in name), name
     before = {name: p.detach().clone() for name, p in model.crcgs.named_parameters()}
     optimizer = torch.optim.Adam(params, lr=1e-2)
     out = model(stage="student", **batch)
@@ -151,6 +155,11 @@ def test_finetuning_modes_per_tower(vit_config, bert_config):
     assert not any(p.requires_grad for p in model.image_tower.encoder.parameters())
     assert not model.image_tower.encoder.backbone.training
     assert all(p.requires_grad for p in model.text_tower.encoder.parameters())
+    pretraining = CRCGSForPreTraining(model.config)
+    in_group = {id(p) for p in pretraining.student_parameters()}
+    assert not any(id(p) in in_group for p in pretraining.crcgs.image_tower.encoder.parameters())
+    assert all(id(p) in in_group for p in pretraining.crcgs.text_tower.encoder.parameters())
+    assert all(id(p) in in_group for p in pretraining.crcgs.image_tower.head.parameters())
 
 
 def test_lora_checkpoint_round_trip_adapters_and_merge(
