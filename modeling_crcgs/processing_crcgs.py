@@ -11,6 +11,7 @@ The vocabulary and the document-frequency threshold that built it are saved in
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from transformers import AutoProcessor, BatchFeature, ProcessorMixin
+from transformers.utils import PROCESSOR_NAME
 
 from .bag_of_words import BagOfWords, TextInput, build_bow_vocabulary, text_words
 from .configuration_crcgs import CRCGSConfig
@@ -65,9 +67,12 @@ def _as_list(value: Any, single_types: tuple[type, ...]) -> list:
 class CRCGSProcessor(ProcessorMixin):
     r"""Image processor + tokenizer + bag-of-words vectorizer for CRCGS models.
 
+    Each part is optional (at least one is needed): a model with a feature image tower has no image
+    processor, a bag-of-words text tower needs no tokenizer (its processor is the vocabulary alone).
+
     Args:
-        image_processor (`BaseImageProcessor`): e.g. ``ViTImageProcessor``; gives ``pixel_values``.
-        tokenizer (`PreTrainedTokenizerBase`): e.g. a BERT tokenizer; gives ``input_ids``/``attention_mask``.
+        image_processor (`BaseImageProcessor`, *optional*): e.g. ``ViTImageProcessor``; gives ``pixel_values``.
+        tokenizer (`PreTrainedTokenizerBase`, *optional*): e.g. a BERT tokenizer; gives ``input_ids``/``attention_mask``.
         bow_vocabulary (`list[str]`, *optional*): the BoW columns; ``None`` emits no ``text_features``.
         bow_min_count (`int`, *optional*): the document-frequency threshold that built ``bow_vocabulary``
             (recorded, see :meth:`fit_bow`).
@@ -96,10 +101,9 @@ class CRCGSProcessor(ProcessorMixin):
         max_length: int | None = None,
         **kwargs,
     ):
-        if image_processor is None or tokenizer is None:
+        if image_processor is None and tokenizer is None and bow_vocabulary is None:
             raise ValueError(
-                "CRCGSProcessor needs both an image_processor and a tokenizer, got "
-                f"image_processor={type(image_processor).__name__}, tokenizer={type(tokenizer).__name__}"
+                "CRCGSProcessor needs an image_processor, a tokenizer or a bow_vocabulary; got none"
             )
         if max_length is not None and (
             isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
@@ -110,6 +114,50 @@ class CRCGSProcessor(ProcessorMixin):
         self.max_length = max_length
         self._set_bow(bow_vocabulary)
         super().__init__(image_processor, tokenizer, **kwargs)
+
+    def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
+        """As ``ProcessorMixin``, except that a part may be absent (``None``)."""
+        if argument is None:
+            return None
+        return super().check_argument_for_proper_class(argument_name, argument)
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs
+    ) -> list[str]:
+        """As ``ProcessorMixin.save_pretrained``; without an image processor or a tokenizer, the present parts
+        and ``processor_config.json`` (with the vocabulary) are written, and the absent ones recorded as null."""
+        if self.image_processor is not None and self.tokenizer is not None:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        if push_to_hub:
+            raise ValueError(
+                "push_to_hub needs both an image_processor and a tokenizer; save locally and upload"
+            )
+        os.makedirs(save_directory, exist_ok=True)
+        if self.tokenizer is not None:
+            self.tokenizer._set_processor_class(type(self).__name__)
+            self.tokenizer.save_pretrained(save_directory)
+        config_file = os.path.join(save_directory, PROCESSOR_NAME)
+        self.to_json_file(config_file)
+        return [config_file]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> CRCGSProcessor:
+        """As ``ProcessorMixin.from_pretrained``; a local folder saved without some part loads the others."""
+        folder = os.fspath(pretrained_model_name_or_path)
+        config_file = os.path.join(folder, PROCESSOR_NAME)
+        if not os.path.isfile(config_file):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        with open(config_file, encoding="utf-8") as f:
+            saved = json.load(f)
+        has_tokenizer = os.path.isfile(os.path.join(folder, "tokenizer_config.json"))
+        if saved.get("image_processor") is not None and has_tokenizer:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        image_processor = AutoImageProcessor.from_pretrained(folder) if saved.get("image_processor") else None
+        tokenizer = AutoTokenizer.from_pretrained(folder) if has_tokenizer else None
+        options = ("bow_vocabulary", "bow_min_count", "bow_binary", "bow_lowercase", "max_length")
+        return cls(image_processor, tokenizer, **{key: saved[key] for key in options if key in saved})
 
     def _set_bow(self, vocabulary: list[str] | None) -> None:
         self.bow_vocabulary = None if vocabulary is None else list(vocabulary)
@@ -153,6 +201,12 @@ class CRCGSProcessor(ProcessorMixin):
         if images is None and text is None:
             raise ValueError("CRCGSProcessor needs images, text or both; got neither")
         data: dict[str, Any] = {}
+        if images is not None and self.image_processor is None:
+            raise ValueError("this processor has no image_processor: it cannot process images")
+        if text is not None and self.tokenizer is None and self._bow is None:
+            raise ValueError(
+                "this processor has neither a tokenizer nor a bow_vocabulary: it cannot process text"
+            )
         if images is not None:
             image_list = _as_list(images, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor))
             if not image_list:
@@ -166,16 +220,17 @@ class CRCGSProcessor(ProcessorMixin):
             # Validates every text (non-empty, strings) and gives the tokenizer one string per text.
             words = [text_words(t, self.bow_lowercase, f"text[{i}]") for i, t in enumerate(texts)]
             strings = [t if isinstance(t, str) else " ".join(w) for t, w in zip(texts, words, strict=True)]
-            data.update(
-                self.tokenizer(
-                    strings,
-                    padding=padding,
-                    truncation=truncation,
-                    max_length=max_length or self.max_length,
-                    return_tensors=return_tensors,
-                    return_token_type_ids=False,  # one segment per text: the backbone's default (zeros)
+            if self.tokenizer is not None:
+                data.update(
+                    self.tokenizer(
+                        strings,
+                        padding=padding,
+                        truncation=truncation,
+                        max_length=max_length or self.max_length,
+                        return_tensors=return_tensors,
+                        return_token_type_ids=False,  # one segment per text: the backbone's default (zeros)
+                    )
                 )
-            )
             if self._bow is not None:
                 features = self._bow(texts)
                 data["text_features"] = torch.from_numpy(features) if return_tensors == "pt" else features

@@ -140,9 +140,9 @@ def prepare_raw_splits(
 ) -> tuple[Any, Optional[Any]]:
     """Give every split the teachers' fixed features and a raw-input transform; returns ``(splits, processor)``.
 
-    ``processor`` is what the model folder needs to turn raw inputs into model inputs (a
-    :class:`~modeling_crcgs.CRCGSProcessor` with the bag-of-words vocabulary when both towers are raw,
-    else the image processor or the tokenizer); ``None`` (and the splits unchanged) for feature towers.
+    ``processor`` (a :class:`~modeling_crcgs.CRCGSProcessor`: the raw towers' image processor and/or
+    tokenizer, and the bag-of-words vocabulary built here) goes into the model folder; ``None`` (and the
+    splits unchanged) for feature towers.
     """
     from transformers import AutoImageProcessor, AutoTokenizer
 
@@ -184,11 +184,12 @@ def prepare_raw_splits(
     transform = RawTransform(image_processor, tokenizer, passthrough)
     for name in list(splits):
         splits[name] = splits[name].with_transform(transform)
-    if image_processor is not None and tokenizer is not None:
-        processor = CRCGSProcessor(image_processor, tokenizer, bow_vocabulary=bow.vocabulary if bow else None)
-        processor.bow_min_count = bow_min_count if bow else None
-    else:
-        processor = image_processor if image_processor is not None else tokenizer
+    processor = CRCGSProcessor(
+        image_processor,
+        tokenizer,
+        bow_vocabulary=bow.vocabulary if bow else None,
+        bow_min_count=bow_min_count if bow else None,
+    )
     return splits, processor
 
 

@@ -135,5 +135,30 @@ def test_processor_bad_inputs(tmp_path, image_processor, tokenizer):
         processor(text=["a dog", ""])
     with pytest.raises(ValueError, match="needs images, text or both"):
         processor()
-    with pytest.raises(ValueError, match="needs both an image_processor and a tokenizer"):
-        CRCGSProcessor(image_processor, None)
+    with pytest.raises(ValueError, match="needs an image_processor, a tokenizer or a bow_vocabulary"):
+        CRCGSProcessor(None, None)
+    with pytest.raises(ValueError, match="has no image_processor"):
+        CRCGSProcessor(None, tokenizer)(images=[good])
+    with pytest.raises(ValueError, match="neither a tokenizer nor a bow_vocabulary"):
+        CRCGSProcessor(image_processor, None)(text=["a dog"])
+
+
+def test_processors_with_absent_parts_round_trip(tmp_path, image_processor):
+    """A BoW model's processor is its vocabulary alone; an image-only one has no tokenizer."""
+    bow_only = CRCGSProcessor(bow_vocabulary=build_bow_vocabulary(CAPTIONS, min_count=2), bow_min_count=2)
+    bow_only.save_pretrained(tmp_path / "bow")
+    assert sorted(os.listdir(tmp_path / "bow")) == ["processor_config.json"]
+    loaded = AutoProcessor.from_pretrained(tmp_path / "bow")
+    assert loaded.image_processor is None and loaded.tokenizer is None and loaded.bow_min_count == 2
+    batch = loaded(text=[["dog", "sky"], "the sea"])
+    assert set(batch) == {"text_features"}
+    np.testing.assert_array_equal(
+        batch["text_features"].numpy(), bow_only(text=[["dog", "sky"], "the sea"])["text_features"].numpy()
+    )
+
+    image_only = CRCGSProcessor(image_processor, None)
+    image_only.save_pretrained(tmp_path / "image")
+    loaded = CRCGSProcessor.from_pretrained(tmp_path / "image")
+    assert loaded.tokenizer is None and loaded.bow_vocabulary is None
+    path = _png(tmp_path / "i.png", 3)
+    torch.testing.assert_close(loaded(images=path)["pixel_values"], image_only(images=path)["pixel_values"])
