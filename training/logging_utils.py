@@ -9,10 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from accelerate.logging import get_logger
 from accelerate.tracking import GeneralTracker
-
-logger = get_logger(__name__)
 
 LOG_NAME = "train_log.jsonl"
 _OPTIONAL_TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
@@ -68,18 +65,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def select_trackers(report_to: list[str], logging_dir: str | os.PathLike) -> list[Any]:
-    """The JSONL tracker plus each requested tracker whose package is installed (others: a warning)."""
+def select_trackers(report_to: list[str], logging_dir: str | os.PathLike) -> tuple[list[Any], list[str]]:
+    """The JSONL tracker plus each requested tracker whose package is installed, and the missing ones."""
     wanted = set(report_to)
     if "all" in wanted:
         wanted = set(_OPTIONAL_TRACKERS)
     trackers: list[Any] = [JSONLTracker(logging_dir)]
+    missing = []
     for name in sorted(wanted & set(_OPTIONAL_TRACKERS)):
         if any(importlib.util.find_spec(module) for module in _OPTIONAL_TRACKERS[name]):
             trackers.append(name)
         else:
-            logger.warning(f"--report_to {name}: the package is not installed; logging to JSONL only")
-    return trackers
+            missing.append(name)
+    return trackers, missing
 
 
 def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -131,12 +131,13 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     # 2. Accelerator, logging, output folder.
     # Several processes without a GPU: say so, or `--multi_gpu` on a CPU-only machine starts
     # independent single processes instead of one gloo (MULTI_CPU) group.
+    trackers, missing_trackers = select_trackers(args.report_to, output_dir / "logs")
     cpu_group = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
         cpu=cpu_group,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
-        log_with=select_trackers(args.report_to, output_dir / "logs"),
+        log_with=trackers,
         project_config=ProjectConfiguration(
             project_dir=str(output_dir), logging_dir=str(output_dir / "logs")
         ),
@@ -144,6 +145,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
+    for name in missing_trackers:
+        logger.warning(f"--report_to {name}: the package is not installed; logging to JSONL only")
     check_output_dir(output_dir, args.overwrite_output_dir, args.resume_from_checkpoint)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
