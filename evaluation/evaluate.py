@@ -94,6 +94,15 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     # 4. model
     model = AutoModel.from_pretrained(args.model_dir).to(accelerator.device).eval()
+    backbones = [
+        name for name in ("vision_config", "text_config") if getattr(model.config, name, None) is not None
+    ]
+    if backbones:
+        raise ValueError(
+            f"--model_dir: the model has backbone towers ({', '.join(backbones)}), which read raw images/texts; "
+            "this command evaluates feature-tower models on image_features/text_features columns. Raw-input "
+            "models are evaluated by training/train.py (training.raw_inputs.feature_level_view)."
+        )
 
     # 5. evaluate (encoding sharded over the processes; every process gets the same result)
     result = evaluate_retrieval(
