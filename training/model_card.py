@@ -50,7 +50,6 @@ import torch
 import modeling_crcgs  # registers model_type "crcgs" with AutoModel
 from transformers import AutoModel
 from modeling_crcgs import pack_codes
-from modeling_crcgs.metrics import mean_average_precision
 
 model = AutoModel.from_pretrained("{{ repo_or_path }}").eval()
 image_features = torch.rand(5, model.config.image_input_dim)   # your pre-extracted image features

@@ -92,6 +92,11 @@ def test_model_card_has_model_index_and_usage(finished_run):
     text = (out / "synthetic-8bits" / "README.md").read_text()
     for needed in ("AutoModel.from_pretrained", "Intended use", "Limitations", "10.1145/3477495.3531783"):
         assert needed in text
+    # The card's "how to load and search" snippet runs as written.
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    assert namespace["ranking"].shape == (5, 100) and namespace["packed"].shape == (100, 1)
 
 
 def test_per_term_losses_are_logged_every_step(finished_run):
