@@ -308,7 +308,17 @@ def parse_args(
     # The --config value itself lands in a trailing argparse Namespace that is dropped here.
     outputs = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
     data_args, model_args, train_args = outputs[:3]
+    check_stage_sources(model_args, train_args)
     return data_args, model_args, train_args
+
+
+def check_stage_sources(model_args: ModelArguments, train_args: CRCGSTrainingArguments) -> None:
+    """A stage that is run needs the earlier ones: trained in this run or loaded from a path."""
+    stages = train_args.stages
+    if "student" in stages and "teachers" not in stages and not model_args.teachers_path:
+        raise ValueError("--teachers_path: --stages without 'teachers' needs the teachers of a previous run")
+    if "hash" in stages and "student" not in stages and not model_args.student_path:
+        raise ValueError("--student_path: --stages without 'student' needs the student of a previous run")
 
 
 def resolved_arguments(*groups: Any) -> dict[str, Any]:

@@ -76,6 +76,8 @@ def test_features_folder_trains_with_defaults(tmp_path):
         (["--dataset", "synthetic", "--model_config", '{"hash_bits": 8}'], "hash_bits"),
         (["--dataset", "synthetic", "--report_to", "comet"], "--report_to"),
         (["--dataset", "synthetic", "--student_path", "/no/such/folder"], "--student_path"),
+        (["--dataset", "synthetic", "--stages", "hash"], "--student_path"),
+        (["--dataset", "synthetic", "--stages", "student", "hash"], "--teachers_path"),
     ],
 )
 def test_bad_values_raise_naming_the_argument(argv, message):
