@@ -277,7 +277,9 @@ class HashIndex:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         distances, positions = self.faiss_index.search(query_codes, int(k))
         missing = positions < 0
-        ids = self.ids[np.maximum(positions, 0)] if len(self) else np.full(positions.shape, -1, dtype=np.int64)
+        ids = (
+            self.ids[np.maximum(positions, 0)] if len(self) else np.full(positions.shape, -1, dtype=np.int64)
+        )
         ids[missing] = -1
         distances = np.where(missing, -1, distances).astype(np.int32)
         return ids, distances
