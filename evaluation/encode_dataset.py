@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-# `dataset_scripts/` and `evaluation/` are repository folders, not installed packages, and
-# `python evaluation/encode_dataset.py` puts only `evaluation/` on sys.path: add the repository root.
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# `python evaluation/encode_dataset.py` puts `evaluation/` first on sys.path, where `evaluation/evaluate.py`
+# would shadow the Hugging Face `evaluate` library: drop that entry. `dataset_scripts/` and `evaluation/`
+# are repository folders, not installed packages: add the repository root instead.
+SCRIPT_DIR, REPO_ROOT = Path(__file__).resolve().parent, Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != SCRIPT_DIR]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
