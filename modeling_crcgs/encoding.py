@@ -41,8 +41,10 @@ from .modeling_crcgs import evaluating
 __all__ = [
     "MODALITIES",
     "atomic_write",
+    "embeddings_and_codes",
     "encode_dataset_to_shards",
     "encode_query_codes",
+    "encode_rows",
     "encode_split_arrays",
     "load_shards",
 ]
@@ -57,7 +59,8 @@ _TOWER_INPUTS = {
     "image": ("image_features", "pixel_values"),
     "text": ("text_features", "input_ids", "attention_mask", "token_type_ids"),
 }
-_RAW_COLUMN = {"image": "image", "text": "text"}
+# The raw column a backbone tower reads through a processor.
+RAW_COLUMNS = {"image": "image", "text": "text"}
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -84,7 +87,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # batches
-def _uses_backbone(model: Any, modality: str) -> bool:
+def uses_backbone(model: Any, modality: str) -> bool:
     """Whether the model's tower for ``modality`` is a transformers backbone (raw inputs) or takes features."""
     return getattr(model.config, "vision_config" if modality == "image" else "text_config", None) is not None
 
@@ -97,14 +100,14 @@ def _input_source(split: Any, modality: str, processor: Any, model: Any) -> str:
     """
     if modality not in MODALITIES:
         raise ValueError(f"modalities: expected entries among {MODALITIES}, got {modality!r}")
-    columns, features, raw = split.column_names, f"{modality}_features", _RAW_COLUMN[modality]
-    if not _uses_backbone(model, modality) and features in columns:
+    columns, features, raw = split.column_names, f"{modality}_features", RAW_COLUMNS[modality]
+    if not uses_backbone(model, modality) and features in columns:
         return features
     if raw in columns and processor is not None:
         return raw
     wanted = (
         f"a '{raw}' column and a processor"
-        if _uses_backbone(model, modality)
+        if uses_backbone(model, modality)
         else f"a '{features}' column (or a '{raw}' column and a processor)"
     )
     raise ValueError(
@@ -128,7 +131,7 @@ def _prepare_inputs(
         encoded = processor(images=list(values), return_tensors="pt")
     else:
         encoded = processor(text=list(values), return_tensors="pt", padding=True, truncation=True)
-    wanted = _TOWER_INPUTS[modality][1:] if _uses_backbone(model, modality) else _TOWER_INPUTS[modality][:1]
+    wanted = _TOWER_INPUTS[modality][1:] if uses_backbone(model, modality) else _TOWER_INPUTS[modality][:1]
     missing = [k for k in wanted[:1] if k not in encoded]
     if missing:
         raise ValueError(
@@ -141,14 +144,26 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+# One batch of one modality's model inputs -> named CPU tensors with one row per input.
+BatchEncoder = Callable[[str, dict], dict[str, torch.Tensor]]
+
+
+def embeddings_and_codes(model: Any) -> BatchEncoder:
+    """The default :data:`BatchEncoder`: ``{m}_embeds`` (float32 `(n, d)`) and ``{m}_codes`` (int8 `(n, K)`).
+
+    ``{m}_embeds`` is ``model.get_{m}_features(**inputs)`` (u or v); ``{m}_codes`` is
+    ``model.hash_codes_from_embeddings`` of it (sign of the hash head, in {-1, +1}).
+    """
+
+    def encode(modality: str, inputs: dict) -> dict[str, torch.Tensor]:
+        embeds = getattr(model, f"get_{modality}_features")(**inputs)
+        codes = model.hash_codes_from_embeddings(embeds)
+        return {f"{modality}_embeds": embeds.float().cpu(), f"{modality}_codes": codes.to(torch.int8).cpu()}
+
+    return encode
+
+
 @torch.no_grad()
-def _encode_inputs(model: Any, modality: str, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(embeddings float32 (n, d), codes int8 (n, K)) of one batch, on CPU."""
-    embeds = getattr(model, f"get_{modality}_features")(**inputs)
-    codes = model.hash_codes_from_embeddings(embeds)
-    return embeds.float().cpu(), codes.to(torch.int8).cpu()
-
-
 def _encode_positions(
     model: Any,
     split: Any,
@@ -156,9 +171,10 @@ def _encode_positions(
     modalities: Sequence[str],
     batch_size: int,
     processor: Any,
+    encode: BatchEncoder,
     progress: Optional[Any] = None,
 ) -> dict[str, torch.Tensor]:
-    """Encode the given rows of ``split`` in batches on this process: ``{m}_embeds``, ``{m}_codes`` (int8)."""
+    """Encode the given rows of ``split`` in batches on this process; ``encode``'s outputs concatenated."""
     sources = {m: _input_source(split, m, processor, model) for m in modalities}
     feature_columns = sorted({c for c in sources.values() if c.endswith("_features")})
     raw_columns = sorted({c for c in sources.values() if not c.endswith("_features")})
@@ -166,18 +182,14 @@ def _encode_positions(
     tables = [split.select_columns(feature_columns).with_format("numpy")] if feature_columns else []
     tables += [split.select_columns(raw_columns).with_format(None)] if raw_columns else []
     device = _model_device(model)
-    parts: dict[str, list[torch.Tensor]] = {
-        f"{m}_{kind}": [] for m in modalities for kind in ("embeds", "codes")
-    }
+    parts: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(positions), batch_size):
         batch_positions = list(positions[start : start + batch_size])
         rows = {k: v for table in tables for k, v in table[batch_positions].items()}
         for m in modalities:
-            embeds, codes = _encode_inputs(
-                model, m, _prepare_inputs(rows[sources[m]], m, sources[m], processor, model, device)
-            )
-            parts[f"{m}_embeds"].append(embeds)
-            parts[f"{m}_codes"].append(codes)
+            inputs = _prepare_inputs(rows[sources[m]], m, sources[m], processor, model, device)
+            for key, value in encode(m, inputs).items():
+                parts.setdefault(key, []).append(value)
         if progress is not None:
             progress.update(len(batch_positions))
     return {key: torch.cat(chunks) for key, chunks in parts.items()}
@@ -191,6 +203,7 @@ def _encode_positions_distributed(
     batch_size: int,
     processor: Any,
     accelerator: Any,
+    encode: BatchEncoder,
     progress: Optional[Any] = None,
 ) -> dict[str, torch.Tensor]:
     """Split ``positions`` between processes, encode, gather; every process returns all rows in order.
@@ -199,10 +212,11 @@ def _encode_positions_distributed(
     ``counts[p]`` rows padded to ``chunk`` rows with copies of the last row, so the gathered tensors hold
     ``num_processes`` chunks of ``chunk`` rows; the padding rows are dropped here.
     """
+    args = (modalities, batch_size, processor, encode, progress)
     if accelerator is None or accelerator.num_processes == 1:
-        return _encode_positions(model, split, positions, modalities, batch_size, processor, progress)
+        return _encode_positions(model, split, positions, *args)
     with accelerator.split_between_processes(positions, apply_padding=True) as local:
-        encoded = _encode_positions(model, split, local, modalities, batch_size, processor, progress)
+        encoded = _encode_positions(model, split, local, *args)
         encoded["positions"] = torch.as_tensor(local, dtype=torch.int64)
     device = accelerator.device
     gathered = {k: accelerator.gather(v.to(device)).cpu() for k, v in encoded.items()}
@@ -241,13 +255,56 @@ def _check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     return modalities
 
 
-def _check_positive(name: str, value: Any) -> None:
+def check_positive_int(name: str, value: Any) -> int:
+    """``int(value)``; ValueError naming ``name`` unless ``value`` is a positive (numpy) integer, not a bool."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 # --------------------------------------------------------------------------------------------------
 # public API
+def encode_rows(
+    model: Any,
+    split: Any,
+    modalities: Sequence[str] = MODALITIES,
+    batch_size: int = 256,
+    processor: Any = None,
+    accelerator: Any = None,
+    encode: Optional[BatchEncoder] = None,
+    show_progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """The batched encoding core: every row of ``split``, in order, as CPU tensors (model in eval mode).
+
+    Each batch of rows becomes the inputs of each modality's tower (see the module docstring for the
+    columns read) and goes through ``encode`` (default :func:`embeddings_and_codes` of ``model``:
+    ``{m}_embeds`` float32, ``{m}_codes`` int8 in {-1, +1}). With an ``accelerator`` of several processes
+    each process encodes a contiguous share of the rows and every process gets all rows, in split order
+    (checked); a wrapped model is unwrapped first.
+    """
+    from tqdm.auto import tqdm
+
+    modalities = _check_modalities(modalities)
+    batch_size = check_positive_int("batch_size", batch_size)
+    num_processes, main_process = 1, True
+    if accelerator is not None:
+        model = accelerator.unwrap_model(model)
+        num_processes, main_process = accelerator.num_processes, accelerator.is_local_main_process
+    if len(split) == 0:
+        raise ValueError("split is empty: nothing to encode")
+    encode = embeddings_and_codes(model) if encode is None else encode
+    positions = list(range(len(split)))
+    # the bar counts this process's share of the rows; disable=None hides it off a terminal
+    disable = not show_progress or not main_process or None
+    with (
+        evaluating(model),
+        tqdm(total=-(-len(split) // num_processes), desc="encoding", disable=disable, leave=False) as bar,
+    ):
+        return _encode_positions_distributed(
+            model, split, positions, modalities, batch_size, processor, accelerator, encode, bar
+        )
+
+
 def encode_split_arrays(
     model: Any,
     split: Any,
@@ -257,7 +314,7 @@ def encode_split_arrays(
     processor: Any = None,
     accelerator: Any = None,
 ) -> dict[str, np.ndarray]:
-    """Encode a whole split in memory.
+    """Encode a whole split in memory with :func:`encode_rows`, codes packed (the index and shard format).
 
     Returns:
         ``{"ids": int64 (n,), "{m}_embeds": float32 (n, d), "{m}_codes": uint8 (n, ceil(K/8))}`` for each
@@ -266,13 +323,8 @@ def encode_split_arrays(
         gets all rows.
     """
     modalities = _check_modalities(modalities)
-    _check_positive("batch_size", batch_size)
-    positions = list(range(len(split)))
-    with evaluating(model):
-        encoded = _encode_positions_distributed(
-            model, split, positions, modalities, batch_size, processor, accelerator
-        )
-    return {"ids": _row_ids(split, positions, id_column), **_to_numpy(encoded, modalities)}
+    encoded = encode_rows(model, split, modalities, batch_size, processor, accelerator)
+    return {"ids": _row_ids(split, range(len(split)), id_column), **_to_numpy(encoded, modalities)}
 
 
 def encode_query_codes(model: Any, batch_size: int = 1024, **inputs: Any) -> np.ndarray:
@@ -282,7 +334,7 @@ def encode_query_codes(model: Any, batch_size: int = 1024, **inputs: Any) -> np.
     ``pixel_values``) or of ``model.get_text_features`` (``text_features`` or ``input_ids`` +
     ``attention_mask``), as tensors or numpy arrays with one row per query.
     """
-    _check_positive("batch_size", batch_size)
+    check_positive_int("batch_size", batch_size)
     modalities = [m for m in MODALITIES if any(k in _TOWER_INPUTS[m] for k in inputs)]
     unknown = sorted(set(inputs) - {k for m in MODALITIES for k in _TOWER_INPUTS[m]})
     if len(modalities) != 1 or unknown:
@@ -304,11 +356,12 @@ def encode_query_codes(model: Any, batch_size: int = 1024, **inputs: Any) -> np.
             f"inputs must have the same number of rows, got { ({k: len(t) for k, t in tensors.items()}) }"
         )
     n = sizes.pop()
+    encode = embeddings_and_codes(model)
     codes = []
-    with evaluating(model):
+    with torch.no_grad(), evaluating(model):
         for start in range(0, n, batch_size):
             batch = {k: t[start : start + batch_size].to(device) for k, t in tensors.items()}
-            codes.append(_encode_inputs(model, modality, batch)[1])
+            codes.append(encode(modality, batch)[f"{modality}_codes"])
     return pack_codes(torch.cat(codes).numpy())
 
 
@@ -396,8 +449,8 @@ def encode_dataset_to_shards(
     from tqdm.auto import tqdm
 
     modalities = _check_modalities(modalities)
-    _check_positive("batch_size", batch_size)
-    _check_positive("shard_size", shard_size)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("shard_size", shard_size)
     for m in modalities:
         _input_source(split, m, processor, model)
     output_dir = Path(output_dir)
@@ -432,11 +485,12 @@ def encode_dataset_to_shards(
     # the bar counts the main process's share of each shard (ceil(rows / processes))
     todo_rows = sum(-(-min(shard_size, num_rows - i * shard_size) // num_processes) for i in pending)
     disable = not show_progress or (accelerator is not None and not accelerator.is_local_main_process)
+    encode = embeddings_and_codes(model)
     with evaluating(model), tqdm(total=todo_rows, desc="encoding", disable=disable) as bar:
         for i in pending:
             positions = list(range(i * shard_size, min((i + 1) * shard_size, num_rows)))
             encoded = _encode_positions_distributed(
-                model, split, positions, modalities, batch_size, processor, accelerator, bar
+                model, split, positions, modalities, batch_size, processor, accelerator, encode, bar
             )
             if is_main:
                 tensors = {"ids": _row_ids(split, positions, id_column), **_to_numpy(encoded, modalities)}

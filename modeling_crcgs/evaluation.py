@@ -21,10 +21,15 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .encoding import atomic_write
+from .encoding import atomic_write, check_positive_int, encode_rows
 from .metrics import retrieval_metrics
 
-__all__ = ["encode_split", "evaluate_retrieval", "write_evaluation_report", "REQUIRED_COLUMNS"]
+__all__ = [
+    "encode_split",
+    "evaluate_retrieval",
+    "write_evaluation_report",
+    "REQUIRED_COLUMNS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,31 +38,6 @@ REQUIRED_COLUMNS = ("image_features", "text_features", "labels")
 _DIRECTIONS = (("i2t", "image", "text"), ("t2i", "text", "image"))
 # (result key, encoded key suffix, metric distance)
 _SPACES = (("hamming", "codes", "hamming"), ("continuous", "embeds", "cosine"))
-
-
-class _SplitBatches(torch.utils.data.Dataset):
-    """Row access to a split that returns whole batches (``DataLoader`` calls ``__getitems__``)."""
-
-    def __init__(self, split: Any) -> None:
-        self.split = split.select_columns(list(REQUIRED_COLUMNS)).with_format("numpy")
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return self.__getitems__([index])
-
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        rows = self.split[list(indices)]
-        return {
-            "image_features": torch.from_numpy(np.asarray(rows["image_features"], dtype=np.float32)),
-            "text_features": torch.from_numpy(np.asarray(rows["text_features"], dtype=np.float32)),
-            "position": torch.as_tensor(indices, dtype=torch.int64),
-        }
-
-
-def _whole_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return batch
 
 
 def _check_split(split: Any, name: str) -> None:
@@ -73,26 +53,18 @@ def _check_split(split: Any, name: str) -> None:
         raise ValueError(f"{name} is empty: nothing to evaluate")
 
 
-def _check_positive(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-@torch.no_grad()
 def encode_split(
     model: Any, split: Any, batch_size: int = 256, accelerator: Any = None
 ) -> dict[str, torch.Tensor]:
-    """Encode every row of ``split`` with ``model``, in order.
+    """Encode every row of ``split`` with ``model``, in order (:func:`modeling_crcgs.encoding.encode_rows`).
 
     Images and texts go through ``model.get_image_features`` / ``model.get_text_features`` (common-space
     embeddings u, v) and ``model.hash_codes_from_embeddings`` (sign codes of the hash head), in eval mode.
-    Under Accelerate the rows are sharded over the processes by ``accelerator.prepare`` of the batch
-    loader and collected with ``gather_for_metrics`` (which drops the padding of an uneven last batch), so
-    every process gets every row exactly once, in split order (checked).
+    Under Accelerate each process encodes a contiguous share of the rows and every process gets every
+    row exactly once, in split order (checked).
 
     Args:
-        model: a ``CRCGSModel`` (possibly wrapped by ``accelerator.prepare``).
+        model: a ``CRCGSModel`` with feature towers (possibly wrapped by ``accelerator.prepare``).
         split (`datasets.Dataset`): columns ``image_features``, ``text_features``, ``labels``.
         batch_size (`int`, defaults to 256): rows per forward pass (per process).
         accelerator (`accelerate.Accelerator`, *optional*): shard the work over its processes.
@@ -101,43 +73,8 @@ def encode_split(
         `dict` of CPU tensors: ``image_embeds``, ``text_embeds`` (float32 `(n, d)`), ``image_codes``,
         ``text_codes`` (int8 {-1,+1} `(n, K)`), ``labels`` (int8 `(n, L)`).
     """
-    from tqdm.auto import tqdm
-
     _check_split(split, "split")
-    batch_size = _check_positive(batch_size, "batch_size")
-    loader = torch.utils.data.DataLoader(
-        _SplitBatches(split), batch_size=batch_size, shuffle=False, collate_fn=_whole_batch
-    )
-    if accelerator is not None:
-        loader = accelerator.prepare(loader)
-        network = accelerator.unwrap_model(model)
-        main_process, device = accelerator.is_local_main_process, accelerator.device
-    else:
-        network = model
-        main_process, device = True, next(model.parameters()).device
-    was_training = network.training
-    network.eval()
-    parts: dict[str, list[torch.Tensor]] = {}
-    try:
-        for batch in tqdm(loader, desc="encoding", disable=not main_process or None, leave=False):
-            u = network.get_image_features(image_features=batch["image_features"].to(device))
-            v = network.get_text_features(text_features=batch["text_features"].to(device))
-            encoded = {
-                "image_embeds": u.float(),
-                "text_embeds": v.float(),
-                "image_codes": network.hash_codes_from_embeddings(u).to(torch.int8),
-                "text_codes": network.hash_codes_from_embeddings(v).to(torch.int8),
-                "position": batch["position"].to(device),
-            }
-            if accelerator is not None:
-                encoded = accelerator.gather_for_metrics(encoded)
-            for key, value in encoded.items():
-                parts.setdefault(key, []).append(value.cpu())
-    finally:
-        network.train(was_training)
-    result = {key: torch.cat(values) for key, values in parts.items()}
-    if not torch.equal(result.pop("position"), torch.arange(len(split))):
-        raise RuntimeError("encode_split: gathered rows are not the split's rows in order, each once")
+    result = encode_rows(model, split, batch_size=batch_size, accelerator=accelerator, show_progress=True)
     labels = np.asarray(split.select_columns(["labels"]).with_format("numpy")["labels"])
     result["labels"] = torch.from_numpy(labels.astype(np.int8, copy=False))
     return result
@@ -176,7 +113,7 @@ def evaluate_retrieval(
     _check_split(query_split, "query_split")
     _check_split(database_split, "database_split")
     num_query, num_database = len(query_split), len(database_split)
-    k = num_query if top_k is None else _check_positive(top_k, "top_k")
+    k = num_query if top_k is None else check_positive_int("top_k", top_k)
     if k > num_database:
         logger.warning("top_k=%d exceeds the database size %d: using k=%d", k, num_database, num_database)
         k = num_database
