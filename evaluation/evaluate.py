@@ -8,6 +8,10 @@
 Writes ``eval_results.json``, ``eval_summary.md``, ``pr_curve.png`` and ``precision_at_k.png`` to
 ``--output_dir`` (default: ``--model_dir``); see ``modeling_crcgs.evaluation``. Arguments may also come
 from one ``.json``/``.yaml`` file: ``python evaluation/evaluate.py args.yaml``.
+
+A model with backbone towers (raw images/captions, issue 6) reads the splits' ``image``/``text`` columns
+through the ``CRCGSProcessor`` saved in its folder, exactly as ``training/train.py`` evaluates it
+(``modeling_crcgs.evaluation.feature_level_view``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != SCRIPT_DIR]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from evaluation.encode_dataset import DatasetArguments, load_split  # noqa: E402
+from evaluation.encode_dataset import DatasetArguments, load_model_and_processor, load_split  # noqa: E402
 
 logger = logging.getLogger("crcgs.evaluate")
 
@@ -71,9 +75,7 @@ def parse_arguments(argv: Optional[list[str]] = None) -> tuple[DatasetArguments,
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """Run the evaluation; returns the result dict (the content of ``eval_results.json``)."""
     from accelerate import Accelerator
-    from transformers import AutoModel
 
-    import modeling_crcgs  # noqa: F401  (registers the crcgs model type with the Auto classes)
     from modeling_crcgs.evaluation import evaluate_retrieval, write_evaluation_report
 
     # 1. arguments
@@ -92,19 +94,17 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         query_split = load_split(data_args, "query")
         database_split = load_split(data_args, "database")
 
-    # 4. model
-    model = AutoModel.from_pretrained(args.model_dir).to(accelerator.device).eval()
-    backbones = [
-        name for name in ("vision_config", "text_config") if getattr(model.config, name, None) is not None
-    ]
-    if backbones:
+    # 4. model, and its processor when it has backbone towers (raw images/texts)
+    model, processor = load_model_and_processor(args.model_dir, accelerator.device)
+    backbones = [name for name in ("vision_config", "text_config") if getattr(model.config, name) is not None]
+    if backbones and processor is None:
         raise ValueError(
-            f"--model_dir: the model has backbone towers ({', '.join(backbones)}), which read raw images/texts; "
-            "this command evaluates feature-tower models on image_features/text_features columns. Raw-input "
-            "models are evaluated by training/train.py (training.raw_inputs.feature_level_view)."
+            f"--model_dir: the model has backbone towers ({', '.join(backbones)}), which read raw images/texts "
+            f"through the CRCGSProcessor saved with it, but {args.model_dir!r} holds no processor_config.json"
         )
 
-    # 5. evaluate (encoding sharded over the processes; every process gets the same result)
+    # 5. evaluate (encoding sharded over the processes; every process gets the same result); backbone
+    # towers run once per item first (modeling_crcgs.evaluation.feature_level_view, as in training)
     result = evaluate_retrieval(
         model,
         query_split,
@@ -113,6 +113,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         top_k=args.top_k,
         batch_size=args.batch_size,
         accelerator=accelerator,
+        processor=processor,
     )
 
     # 6. report

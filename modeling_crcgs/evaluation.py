@@ -21,12 +21,20 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .encoding import atomic_write, check_positive_int, encode_rows
+from .encoding import (
+    MODALITIES,
+    RAW_COLUMNS,
+    atomic_write,
+    check_positive_int,
+    encode_rows,
+    uses_backbone,
+)
 from .metrics import retrieval_metrics
 
 __all__ = [
     "encode_split",
     "evaluate_retrieval",
+    "feature_level_view",
     "write_evaluation_report",
     "REQUIRED_COLUMNS",
 ]
@@ -40,15 +48,13 @@ _DIRECTIONS = (("i2t", "image", "text"), ("t2i", "text", "image"))
 _SPACES = (("hamming", "codes", "hamming"), ("continuous", "embeds", "cosine"))
 
 
-def _check_split(split: Any, name: str) -> None:
+def _check_split(split: Any, name: str, required: tuple[str, ...] = REQUIRED_COLUMNS) -> None:
     columns = getattr(split, "column_names", None)
     if columns is None:
         raise ValueError(f"{name} must be a datasets.Dataset, got {type(split).__name__}")
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    missing = [c for c in required if c not in columns]
     if missing:
-        raise ValueError(
-            f"{name} lacks the column(s) {missing}: expected {list(REQUIRED_COLUMNS)}, got {columns}"
-        )
+        raise ValueError(f"{name} lacks the column(s) {missing}: expected {list(required)}, got {columns}")
     if len(split) == 0:
         raise ValueError(f"{name} is empty: nothing to evaluate")
 
@@ -80,6 +86,73 @@ def encode_split(
     return result
 
 
+def _input_columns(model: Any) -> tuple[str, ...]:
+    """The columns a split needs for ``model``: a backbone tower reads the raw column, a feature tower features."""
+    return tuple(RAW_COLUMNS[m] if uses_backbone(model, m) else f"{m}_features" for m in MODALITIES) + (
+        "labels",
+    )
+
+
+def feature_level_view(
+    model: Any, *splits: Any, processor: Any = None, batch_size: int = 64, accelerator: Any = None
+) -> tuple[Any, ...]:
+    """Cut a raw-input ``CRCGSModel`` after its backbones, for the feature-based evaluator.
+
+    :func:`encode_split` reads ``image_features``/``text_features`` columns. For a model with backbone
+    towers this returns ``(feature_model, *feature_splits)``: ``feature_model`` is a feature-tower
+    ``CRCGSModel`` holding the model's tower MLPs and heads (the same weights), and in each split the raw
+    ``image``/``text`` column of a backbone tower, made into ``pixel_values`` / ``input_ids`` +
+    ``attention_mask`` by ``processor`` (a :class:`~modeling_crcgs.processing_crcgs.CRCGSProcessor`),
+    is replaced by the pooled output of the model's (fine-tuned) backbone, run once per item
+    (:func:`~modeling_crcgs.encoding.encode_rows`, sharded over the ``accelerator``'s processes).
+    Composed, they compute exactly the raw model's embeddings and codes. A feature-tower model and its
+    splits come back unchanged.
+    """
+    from datasets import Dataset
+
+    from .modeling_crcgs import CRCGSModel
+
+    if accelerator is not None:
+        model = accelerator.unwrap_model(model)
+    raw = tuple(m for m in MODALITIES if uses_backbone(model, m))
+    if not raw:
+        return (model, *splits)
+    towers = {m: getattr(model, f"{m}_tower") for m in raw}
+    overrides: dict[str, Any] = {}
+    for modality, tower in towers.items():
+        prefix = "vision_" if modality == "image" else "text_"
+        overrides.update(
+            {
+                f"{prefix}config": None,
+                f"{prefix}backbone": None,
+                f"{modality}_input_dim": tower.encoder.output_dim,
+            }
+        )
+    config = type(model.config).from_dict({**model.config.to_dict(), **overrides})
+    state = {}
+    for name, tensor in model.state_dict().items():
+        modality = name.split("_tower.", 1)[0] if "_tower." in name else None
+        if modality in raw and name.startswith(f"{modality}_tower.encoder."):
+            continue
+        state[name.replace(f"{modality}_tower.head.", f"{modality}_tower.") if modality in raw else name] = (
+            tensor
+        )
+    feature_model = CRCGSModel(config).to(next(model.parameters()).device)
+    feature_model.load_state_dict(state, strict=True)
+
+    def pooled(modality: str, inputs: dict) -> dict[str, torch.Tensor]:
+        return {f"{modality}_features": towers[modality].encoder(**inputs).float().cpu()}
+
+    feature_splits = []
+    for split in splits:
+        columns = encode_rows(model, split, raw, batch_size, processor, accelerator, encode=pooled)
+        plain = split.with_format(None)
+        keep = [c for c in plain.column_names if c not in ("image", "text", *columns)]
+        features = {key: list(value.numpy()) for key, value in columns.items()}
+        feature_splits.append(Dataset.from_dict({**plain.select_columns(keep).to_dict(), **features}))
+    return (feature_model, *feature_splits)
+
+
 def evaluate_retrieval(
     model: Any,
     query_split: Any,
@@ -88,19 +161,22 @@ def evaluate_retrieval(
     top_k: Optional[int] = None,
     batch_size: int = 256,
     accelerator: Any = None,
+    processor: Any = None,
 ) -> dict:
     """Cross-modal retrieval scores of ``model``: I2T and T2I, Hamming codes and continuous embeddings.
 
     Args:
         model: a ``CRCGSModel``.
-        query_split, database_split (`datasets.Dataset`): columns ``image_features``, ``text_features``,
-            ``labels``.
+        query_split, database_split (`datasets.Dataset`): columns ``labels`` and, per tower,
+            ``image_features`` / ``text_features`` (feature tower) or ``image`` / ``text`` (backbone tower).
         dataset_name (`str`): recorded in the result.
         top_k (`int`, *optional*): k of mAP@k; defaults to the number of queries (the paper's protocol),
             capped at the database size.
         batch_size (`int`): encoding batch size.
         accelerator: optional ``accelerate.Accelerator`` (encoding is sharded; every process returns the
             same result).
+        processor: the model's ``CRCGSProcessor``, needed when it has backbone towers: their raw inputs go
+            through :func:`feature_level_view` first.
 
     Returns:
         `dict` shaped as ``eval_results.json``: ``dataset``, ``hash_bits``, ``num_query``,
@@ -110,13 +186,22 @@ def evaluate_retrieval(
     """
     if not isinstance(dataset_name, str) or not dataset_name:
         raise ValueError(f"dataset_name must be a non-empty string, got {dataset_name!r}")
-    _check_split(query_split, "query_split")
-    _check_split(database_split, "database_split")
+    network = model if accelerator is None else accelerator.unwrap_model(model)
+    _check_split(query_split, "query_split", _input_columns(network))
+    _check_split(database_split, "database_split", _input_columns(network))
     num_query, num_database = len(query_split), len(database_split)
     k = num_query if top_k is None else check_positive_int("top_k", top_k)
     if k > num_database:
         logger.warning("top_k=%d exceeds the database size %d: using k=%d", k, num_database, num_database)
         k = num_database
+    model, query_split, database_split = feature_level_view(
+        model,
+        query_split,
+        database_split,
+        processor=processor,
+        batch_size=batch_size,
+        accelerator=accelerator,
+    )
     query = encode_split(model, query_split, batch_size, accelerator)
     database = encode_split(model, database_split, batch_size, accelerator)
     result: dict[str, Any] = {

@@ -53,23 +53,25 @@ def hub_repo_id(hub_model_id: str, bits: int, num_lengths: int) -> str:
     return hub_model_id if num_lengths == 1 else f"{hub_model_id}-{bits}bits"
 
 
-def evaluate_model(accelerator: Any, model: Any, splits: Any, dataset: str, args: Any) -> dict[str, Any]:
-    """The evaluator's result (eval_results.json shape) for the retrieval model on query vs database."""
-    from modeling_crcgs.evaluation import evaluate_retrieval
-    from training.raw_inputs import feature_level_view
+def evaluate_model(
+    accelerator: Any, model: Any, splits: Any, dataset: str, args: Any, processor: Any = None
+) -> dict[str, Any]:
+    """The evaluator's result (eval_results.json shape) for the retrieval model on query vs database.
 
-    # Backbone towers (issue 6): the evaluator reads features, so their pooled outputs are computed first.
-    crcgs, query, database = feature_level_view(
-        model.crcgs, splits["query"], splits["database"], batch_size=args.eval_batch_size
-    )
+    Backbone towers (issue 6) read the raw columns through ``processor`` (``evaluate_retrieval`` runs
+    ``feature_level_view``).
+    """
+    from modeling_crcgs.evaluation import evaluate_retrieval
+
     return evaluate_retrieval(
-        crcgs,
-        query,
-        database,
+        model.crcgs,
+        splits["query"],
+        splits["database"],
         dataset_name=dataset,
         top_k=args.eval_top_k,
         batch_size=args.eval_batch_size,
         accelerator=accelerator,
+        processor=processor,
     )
 
 

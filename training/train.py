@@ -243,7 +243,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             resume,
         )
         accelerator.free_memory()
-        results[bits] = evaluate_model(accelerator, hash_model, splits, data_args.dataset, args)
+        results[bits] = evaluate_model(accelerator, hash_model, splits, data_args.dataset, args, processor)
         folders[bits] = output_dir / model_folder_name(data_args.dataset, bits)
         if accelerator.is_main_process:
             hub_id = (

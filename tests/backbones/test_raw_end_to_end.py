@@ -26,9 +26,9 @@ from transformers import (
 
 from dataset_scripts.mscoco import CATEGORIES
 from modeling_crcgs import CRCGSProcessor
-from modeling_crcgs.evaluation import evaluate_retrieval
+from modeling_crcgs.evaluation import evaluate_retrieval, feature_level_view
 from training.merge_lora import main as merge_main
-from training.raw_inputs import RawTransform, feature_level_view, prepare_raw_splits, required_columns
+from training.raw_inputs import RawTransform, prepare_raw_splits, required_columns
 from training.train import main as train_main
 
 LABEL_WORDS = {1: "person", 17: "cat", 18: "dog", 3: "car"}  # COCO category id -> caption word
@@ -221,7 +221,7 @@ def test_reloaded_folder_reproduces_the_evaluation_and_merges(raw_run, tmp_path)
         {name: splits[name] for name in splits}, config["model_config"], root / "out", _NoAccelerator()
     )
     feature_model, feature_query, feature_database = feature_level_view(
-        model, raw_splits["query"], raw_splits["database"], batch_size=8
+        model, raw_splits["query"], raw_splits["database"], processor=processor, batch_size=8
     )
     with torch.no_grad():
         torch.testing.assert_close(
@@ -241,6 +241,41 @@ def test_reloaded_folder_reproduces_the_evaluation_and_merges(raw_run, tmp_path)
     )
     with torch.no_grad():
         torch.testing.assert_close(merged.eval().get_image_features(pixel_values=batch["pixel_values"]), u)
+
+
+def test_evaluate_command_reproduces_the_training_evaluation(raw_run, tmp_path):
+    from evaluation.evaluate import main as evaluate_main
+
+    root, config, _ = raw_run
+    folder = root / "out" / "mscoco-8bits"
+    arguments = [
+        "--dataset",
+        "mscoco",
+        "--data_dir",
+        config["data_dir"],
+        "--dataset_options",
+        json.dumps(config["dataset_options"]),
+        "--cache_dir",
+        config["cache_dir"],
+        "--batch_size",
+        "8",
+    ]
+    result = evaluate_main(["--model_dir", str(folder), "--output_dir", str(tmp_path / "report"), *arguments])
+    saved = json.loads((folder / "eval_results.json").read_text())
+    assert json.loads((tmp_path / "report" / "eval_results.json").read_text())["hamming"] == result["hamming"]
+    assert (result["num_query"], result["num_database"], result["hash_bits"]) == (8, 32, 8)
+    for space in ("hamming", "continuous"):
+        for direction in ("i2t", "t2i"):
+            for key in ("map_all", "map_at_k", "k"):
+                assert result[space][direction][key] == pytest.approx(saved[space][direction][key], abs=1e-9)
+
+    # without its processor, a raw-input model cannot read the raw columns: the command says so
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bare / name).write_bytes((folder / name).read_bytes())
+    with pytest.raises(ValueError, match="--model_dir: the model has backbone towers .* no processor_conf"):
+        evaluate_main(["--model_dir", str(bare), *arguments])
 
 
 def test_raw_input_helpers_and_errors(tmp_path):
