@@ -14,7 +14,9 @@
 The same builders can be used by hand: ``B(config_name=..., data_dir=..., cache_dir=..., **options)``,
 ``.download_and_prepare()``, ``.as_dataset()``. Prepared data is cached as Arrow files under
 ``cache_dir`` (default: the ``datasets`` cache); a change of options, data_dir or builder code gives a
-new cache folder. To publish prepared data, ``ds.push_to_hub(repo_id)`` uploads Parquet (needs network
+new cache folder. A cached load reads only that folder (``dataset_info.json`` holds the features, label
+names and split recipe), never the source files: after editing them in place, pass
+``download_mode="force_redownload"``. To publish prepared data, ``ds.push_to_hub(repo_id)`` uploads Parquet (needs network
 and a token; offline it raises ``OfflineModeIsEnabled``), or ``ds[split].to_parquet(path)`` writes the
 files the Hub would hold: ``Dataset.from_parquet(path)`` restores the same features, label names
 included.

@@ -393,13 +393,42 @@ def source_digest(cls: type) -> str:
 
 
 class CRCGSBuilder(datasets.GeneratorBasedBuilder, abc.ABC):
-    """Base builder: subclasses implement ``_info`` (with ``make_features``/``make_info``) and ``_load_source``."""
+    """Base builder: subclasses implement ``_info`` (with ``make_features``/``make_info``) and ``_load_source``.
+
+    A subclass's ``_info`` may read the source (label names, dimensions, vocabulary, drop counts), which
+    can take seconds to minutes (NUS-WIDE's text files, COCO's JSON). ``datasets`` calls ``_info()`` in
+    its constructor, before it looks into the cache, and then replaces the result by the cached
+    ``dataset_info.json`` when the prepared folder exists. So the constructor here hands ``datasets`` a
+    placeholder info instead, and calls ``_info()`` only when ``datasets`` did not restore one from the
+    cache: a cached load never reads the source. Preparing (``_split_generators``) always recomputes
+    the info from the source, so ``download_mode="force_redownload"`` writes the current features.
+    """
 
     BUILDER_CONFIG_CLASS = CRCGSConfig
 
-    def __init__(self, *args: Any, hash: str | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        hash: str | None = None,
+        features: datasets.Features | None = None,
+        **kwargs: Any,
+    ):
         self._source: SourceData | None = None
-        super().__init__(*args, hash=hash or source_digest(type(self)), **kwargs)
+        self._custom_features = features
+        placeholder = datasets.DatasetInfo()
+        super().__init__(*args, hash=hash or source_digest(type(self)), info=placeholder, **kwargs)
+        self._info_from_source = self.info is placeholder  # not replaced from the cache
+        if self._info_from_source:
+            self.info = self._source_info()
+
+    def _source_info(self) -> datasets.DatasetInfo:
+        """``_info()`` completed as ``datasets``' constructor completes it (names, version, features)."""
+        info = self._info()
+        info.builder_name, info.dataset_name = self.name, self.dataset_name
+        info.config_name, info.version = self.config.name, self.config.version
+        if self._custom_features is not None:
+            info.features = self._custom_features
+        return info
 
     def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
         """As in ``datasets``, but a bad-input ``ValueError`` raised while writing a split surfaces as itself
@@ -427,6 +456,9 @@ class CRCGSBuilder(datasets.GeneratorBasedBuilder, abc.ABC):
         return self._source
 
     def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
+        if not self._info_from_source:  # the info came from the cache: describe the data about to be written
+            self.info = self._source_info()
+            self._info_from_source = True
         source = self.source
         splits = make_splits(self.config, source.labels, label_names=source.label_names)
         return [datasets.SplitGenerator(name=name, gen_kwargs={"rows": splits[name]}) for name in SPLITS]

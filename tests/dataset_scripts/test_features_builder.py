@@ -229,3 +229,43 @@ def test_label_names_option(tmp_path):
     names = ["a", "b", "c", "d", "e", "f"]
     assert label_names(_load(folder, tmp_path, label_names=names)) == names
     _expect_error(folder, tmp_path, "label_names option gives 2 names, expected 6", label_names=["a", "b"])
+
+
+def test_cached_load_does_not_read_the_source(tmp_path, monkeypatch):
+    """A second load takes features, label names and recipe from the cache; force_redownload re-reads."""
+    from dataset_scripts.features import FeaturesBuilder
+
+    folder = _write(tmp_path / "npy", "npy", _arrays())
+    (folder / "label_names.txt").write_text("".join(f"name{i}\n" for i in range(L)))
+    first = _load(folder, tmp_path)
+    calls = []
+    read_source = FeaturesBuilder._load_source
+
+    def spy(self):
+        calls.append(self.config.data_dir)
+        return read_source(self)
+
+    monkeypatch.setattr(FeaturesBuilder, "_load_source", spy)
+    again = _load(folder, tmp_path)
+    assert calls == []
+    assert again["train"].info.features == first["train"].info.features
+    assert label_names(again) == [f"name{i}" for i in range(L)]
+    assert split_recipe(again) == split_recipe(first)
+    for name in first:
+        assert again[name].num_rows == first[name].num_rows
+        for column in ("index", "image_features", "text_features", "labels", "label_ids"):
+            assert again[name][column] == first[name][column], (name, column)
+
+    # edited in place: a wider BoW and new names; the cache still answers until force_redownload
+    arrays = _arrays(seed=1)
+    arrays["text_features"] = np.ones((N, DT + 2), dtype=np.float32)
+    _write(folder, "npy", arrays)
+    (folder / "label_names.txt").write_text("".join(f"new{i}\n" for i in range(L)))
+    assert len(_load(folder, tmp_path)["query"][0]["text_features"]) == DT and calls == []
+    fresh = _load(folder, tmp_path, download_mode="force_redownload")
+    assert len(calls) == 1
+    assert len(fresh["query"][0]["text_features"]) == DT + 2
+    assert label_names(fresh) == [f"new{i}" for i in range(L)]
+    np.testing.assert_array_equal(
+        fresh["query"]["image_features"], arrays["image_features"][fresh["query"]["index"]]
+    )

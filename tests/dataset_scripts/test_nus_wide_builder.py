@@ -93,6 +93,23 @@ def test_official_layout_matches_loop_reference(tmp_path, zipped):
         np.testing.assert_allclose(example["image_features"], arrays["features"][i])
 
 
+def test_official_cached_load_does_not_parse_the_files(tmp_path, monkeypatch):
+    from dataset_scripts.nus_wide import NusWide
+
+    data_dir = _write_official(tmp_path / "nus", _official_arrays(), zipped=False)
+    options = {"config_name": "tc21_official", "num_concepts": 3, **PER_CLASS}
+    first = build("nus_wide", data_dir, tmp_path / "cache", **options)
+
+    def fail(self):
+        raise AssertionError("a cached load parsed the official files")
+
+    monkeypatch.setattr(NusWide, "_load_official", fail)
+    again = build("nus_wide", data_dir, tmp_path / "cache", **options)
+    assert split_recipe(again) == split_recipe(first) and label_names(again) == label_names(first)
+    for split in first:
+        assert again[split].to_dict() == first[split].to_dict(), split
+
+
 @pytest.fixture(scope="module")
 def mat_data(tmp_path_factory):
     rng = np.random.default_rng(3)
