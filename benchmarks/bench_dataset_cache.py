@@ -111,19 +111,12 @@ def main() -> None:
     args = parser.parse_args()
     datasets.disable_progress_bars()
     with tempfile.TemporaryDirectory() as tmp:
-        bench("synthetic", "synthetic", f"{tmp}/cache", args.repeats)
+        cache = f"{tmp}/cache"
+        bench("synthetic", "synthetic", cache, args.repeats)
         folder = Path(tmp) / "features"
         _write_features_folder(folder, args.rows, args.image_dim, args.text_dim, args.num_labels)
-        bench(
-            "features .npy",
-            "features",
-            f"{tmp}/cache",
-            args.repeats,
-            data_dir=str(folder),
-            num_query=2000,
-            num_validation=2000,
-            num_train=10000,
-        )
+        sizes = {"num_query": 2000, "num_validation": 2000, "num_train": 10000}
+        bench("features .npy", "features", cache, args.repeats, data_dir=str(folder), **sizes)
         mat = Path(tmp) / "features_mat"
         mat.mkdir()
         arrays = {
@@ -131,21 +124,13 @@ def main() -> None:
         }
         scipy.io.savemat(mat / "features.mat", arrays, format="5")
         del arrays
-        bench(
-            "features .mat v5",
-            "features",
-            f"{tmp}/cache",
-            args.repeats,
-            data_dir=str(mat),
-            num_query=2000,
-            num_validation=2000,
-        )
+        bench("features .mat v5", "features", cache, args.repeats, data_dir=str(mat), **sizes)
         nus = Path(tmp) / "nus_wide"
         _write_nus_wide_official(nus, args.nus_rows)
         bench(
             "nus_wide tc21_official",
             "nus_wide",
-            f"{tmp}/cache",
+            cache,
             args.repeats,
             data_dir=str(nus),
             config_name="tc21_official",

@@ -42,8 +42,6 @@ from .common import (
     CRCGSConfig,
     SourceData,
     load_array,
-    make_features,
-    make_info,
     open_matrix,
     require_file,
     to_multi_hot,
@@ -109,10 +107,6 @@ class BenchmarkBuilder(CRCGSBuilder):
 
     BUILDER_CONFIG_CLASS = BenchmarkConfig
     DATASET: ClassVar[str] = ""
-    CITATION: ClassVar[str] = ""
-    DESCRIPTION: ClassVar[str] = ""
-    HOMEPAGE: ClassVar[str] = ""
-    LICENSE: ClassVar[str] = ""
     MAT_LABEL_NAMES: ClassVar[tuple[str, ...] | None] = None  # column names of LAll, when known
     DROP_INCOMPLETE_MAT: ClassVar[bool] = False
 
@@ -121,22 +115,9 @@ class BenchmarkBuilder(CRCGSBuilder):
         super().__init__(*args, hash=hash or _digest(type(self)), **kwargs)
 
     def _info(self) -> datasets.DatasetInfo:
-        source = self.source
-        features = make_features(
-            source.label_names,
-            image_dim=source.image_dim,
-            text_dim=source.text_dim,
-            with_image=source.images is not None,
-            with_text=source.texts is not None,
-        )
-        return make_info(
-            self.config,
-            features,
-            description=self.DESCRIPTION,
-            citation=self.CITATION,
-            homepage=self.HOMEPAGE,
-            license=self.LICENSE,
-            extra={"dataset": self.DATASET, "config": self.config.name, **self._facts},
+        features = self.source.features()  # reads the source first: it fills self._facts
+        return self.build_info(
+            features, extra={"dataset": self.DATASET, "config": self.config.name, **self._facts}
         )
 
     def _load_official(self) -> LoadedSource:

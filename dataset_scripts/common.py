@@ -10,12 +10,10 @@ A dataset module (``dataset_scripts/<name>.py``) defines ``_CITATION``, ``_DESCR
         BUILDER_CONFIG_CLASS = MyConfig            # a CRCGSConfig subclass
         BUILDER_CONFIGS = [MyConfig(name="default", num_query=2000, num_validation=2000, num_train=10000)]
         DEFAULT_CONFIG_NAME = "default"
+        CITATION, DESCRIPTION, HOMEPAGE, LICENSE = _CITATION, _DESCRIPTION, _HOMEPAGE, _LICENSE
 
         def _info(self):
-            source = self.source                    # cached result of _load_source()
-            features = make_features(source.label_names, image_dim=source.image_dim, text_dim=source.text_dim)
-            return make_info(self.config, features, description=_DESCRIPTION, citation=_CITATION,
-                             homepage=_HOMEPAGE, license=_LICENSE)
+            return self.build_info(self.source.features())   # self.source: cached result of _load_source()
 
         def _load_source(self) -> SourceData:
             image = open_matrix(require_file(self.config.data_dir, "img.mat"), key="X")   # lazy rows
@@ -56,7 +54,7 @@ import inspect
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 import numpy as np
@@ -383,6 +381,16 @@ class SourceData:
     def text_dim(self) -> int | None:
         return None if self.text_features is None else int(self.text_features.shape[1])
 
+    def features(self) -> datasets.Features:
+        """The ``make_features`` schema of this source: a column for each input it holds."""
+        return make_features(
+            self.label_names,
+            image_dim=self.image_dim,
+            text_dim=self.text_dim,
+            with_image=self.images is not None,
+            with_text=self.texts is not None,
+        )
+
 
 def source_digest(cls: type) -> str:
     """Hash of a builder's module and of the shared modules: a code change gives a fresh cache folder."""
@@ -405,6 +413,10 @@ class CRCGSBuilder(datasets.GeneratorBasedBuilder, abc.ABC):
     """
 
     BUILDER_CONFIG_CLASS = CRCGSConfig
+    CITATION: ClassVar[str] = ""
+    DESCRIPTION: ClassVar[str] = ""
+    HOMEPAGE: ClassVar[str] = ""
+    LICENSE: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -429,6 +441,20 @@ class CRCGSBuilder(datasets.GeneratorBasedBuilder, abc.ABC):
         if self._custom_features is not None:
             info.features = self._custom_features
         return info
+
+    def build_info(
+        self, features: datasets.Features, *, extra: Mapping[str, Any] | None = None
+    ) -> datasets.DatasetInfo:
+        """``make_info`` of this builder's config with its ``DESCRIPTION``/``CITATION``/``HOMEPAGE``/``LICENSE``."""
+        return make_info(
+            self.config,
+            features,
+            description=self.DESCRIPTION,
+            citation=self.CITATION,
+            homepage=self.HOMEPAGE,
+            license=self.LICENSE,
+            extra=extra,
+        )
 
     def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
         """As in ``datasets``, but a bad-input ``ValueError`` raised while writing a split surfaces as itself

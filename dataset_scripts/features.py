@@ -36,8 +36,6 @@ from .common import (
     MissingFileError,
     SourceData,
     load_array,
-    make_features,
-    make_info,
     open_matrix,
     require_file,
     to_multi_hot,
@@ -84,21 +82,13 @@ class FeaturesBuilder(CRCGSBuilder):
     BUILDER_CONFIG_CLASS = FeaturesConfig
     BUILDER_CONFIGS = [FeaturesConfig(name="default", description="pre-extracted features from data_dir")]
     DEFAULT_CONFIG_NAME = "default"
+    CITATION, DESCRIPTION, HOMEPAGE, LICENSE = _CITATION, _DESCRIPTION, _HOMEPAGE, _LICENSE
 
     def _info(self):
         config = self.config
         if config.split_file is None and config.data_dir and (Path(config.data_dir) / _SPLITS_FILE).is_file():
             config.split_file = str(Path(config.data_dir) / _SPLITS_FILE)
-        source = self.source
-        features = make_features(source.label_names, image_dim=source.image_dim, text_dim=source.text_dim)
-        return make_info(
-            config,
-            features,
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            homepage=_HOMEPAGE,
-            license=_LICENSE,
-        )
+        return self.build_info(self.source.features())
 
     def _archive(self) -> Path | None:
         """The archive to read, or None for the three-.npy layout."""

@@ -31,7 +31,7 @@ import io
 
 import numpy as np
 
-from .common import ArrayRows, CRCGSBuilder, CRCGSConfig, SourceData, make_features, make_info
+from .common import ArrayRows, CRCGSBuilder, CRCGSConfig, SourceData, make_features
 
 _CITATION = ""
 _DESCRIPTION = (
@@ -194,6 +194,7 @@ class Synthetic(CRCGSBuilder):
     BUILDER_CONFIG_CLASS = SyntheticConfig
     BUILDER_CONFIGS = [SyntheticConfig(name="default", description="synthetic MIRFLICKR-like default")]
     DEFAULT_CONFIG_NAME = "default"
+    CITATION, DESCRIPTION, HOMEPAGE, LICENSE = _CITATION, _DESCRIPTION, _HOMEPAGE, _LICENSE
 
     def _info(self):
         config = self.config
@@ -204,22 +205,14 @@ class Synthetic(CRCGSBuilder):
             with_image=config.image_size > 0,
             with_text=config.with_text,
         )
+        # every generator knob (SyntheticConfig's own fields); the split options are in the recipe already
+        shared = {field.name for field in dataclasses.fields(CRCGSConfig)}
         generator = {
-            name: getattr(config, name)
-            for name in (
-                "data_seed num_items num_labels image_dim vocab_size label_skew labels_per_item_probs latent_dim "
-                "hidden_dim latent_noise image_noise words_per_label mean_words background with_text image_size"
-            ).split()
+            field.name: getattr(config, field.name)
+            for field in dataclasses.fields(SyntheticConfig)
+            if field.name not in shared
         }
-        return make_info(
-            config,
-            features,
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            homepage=_HOMEPAGE,
-            license=_LICENSE,
-            extra={"generator": generator},
-        )
+        return self.build_info(features, extra={"generator": generator})
 
     def _load_source(self) -> SourceData:
         config = self.config
