@@ -536,22 +536,27 @@ class CRCGSModel(CRCGSPreTrainedModel):
             loss, terms = self._retrieval_loss(outputs, labels)
         return CRCGSModelOutput(loss=loss, loss_terms=terms, **outputs)
 
+    def _base_loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """``L_o`` (:func:`~modeling_crcgs.losses.base_loss`) of u, v, p, q with the config's weights."""
+        cfg = self.config
+        return base_loss(
+            outputs["image_embeds"],
+            outputs["text_embeds"],
+            outputs["image_label_logits"],
+            outputs["text_label_logits"],
+            labels,
+            cfg.label_loss_weight,
+            cfg.similarity_loss_weight,
+            cfg.modality_gap_loss_weight,
+        )
+
     def _retrieval_loss(
         self, outputs: dict[str, torch.Tensor], labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict]:
         cfg = self.config
         terms: dict[str, torch.Tensor] = {}
         if "image_embeds" in outputs and "text_embeds" in outputs:
-            terms["base"] = base_loss(
-                outputs["image_embeds"],
-                outputs["text_embeds"],
-                outputs["image_label_logits"],
-                outputs["text_label_logits"],
-                labels,
-                cfg.label_loss_weight,
-                cfg.similarity_loss_weight,
-                cfg.modality_gap_loss_weight,
-            )
+            terms["base"] = self._base_loss(outputs, labels)
             if cfg.support_set_weight:
                 terms["support_set"] = cfg.support_set_weight * support_set_loss(
                     outputs["image_converted"], outputs["text_converted"], labels, cfg.support_set_temperature
@@ -760,16 +765,7 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
         g = h = None
         if cfg.distillation_weight or cfg.contrastive_weight:
             g, h = self._teacher_features(x_t, t_t)
-        terms["base"] = base_loss(
-            outputs["image_embeds"],
-            outputs["text_embeds"],
-            outputs["image_label_logits"],
-            outputs["text_label_logits"],
-            labels,
-            cfg.label_loss_weight,
-            cfg.similarity_loss_weight,
-            cfg.modality_gap_loss_weight,
-        )
+        terms["base"] = self.crcgs._base_loss(outputs, labels)
         if cfg.distillation_weight:
             terms["distillation"] = cfg.distillation_weight * distillation_loss(a, g, b, h)
         if cfg.adversarial_weight:
