@@ -508,8 +508,16 @@ class CRCGSBuilder(datasets.GeneratorBasedBuilder, abc.ABC):
         split_info: Any,
         job_id: int,
     ) -> Iterator[tuple[int, bool, Any]]:
-        # Write whole blocks as Arrow tables: the per-example path of GeneratorBasedBuilder turns every float
-        # of a 4096-d row into a Python object (~0.5 us each), i.e. minutes for NUS-WIDE-sized inputs.
+        # Private-API override, on purpose (checked against datasets 5.2). Builders must be
+        # GeneratorBasedBuilders, whose writer encodes one example at a time: every float of a 4096-d row
+        # becomes a Python object (~0.5 us each), i.e. minutes for NUS-WIDE-sized inputs. datasets has no
+        # public hook that lets a GeneratorBasedBuilder write Arrow tables (the public table path,
+        # ArrowBasedBuilder, is a sibling class, not a GeneratorBasedBuilder), so this hands the writing to
+        # ArrowBasedBuilder's writer, which consumes _generate_tables; split_info (passed by
+        # GeneratorBasedBuilder._prepare_split) is not an argument of the Arrow writer. If an upgrade
+        # renames or stops calling this method, preparing would silently fall back to the per-example path:
+        # test_prepare_writes_arrow_blocks_not_examples (tests/dataset_scripts) fails then, as does every
+        # prepare test if the Arrow writer's arguments change.
         yield from datasets.ArrowBasedBuilder._prepare_split_single(
             self,
             gen_kwargs=gen_kwargs,

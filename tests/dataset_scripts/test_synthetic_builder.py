@@ -145,3 +145,28 @@ def test_streaming_examples_match_prepared_tables(tmp_path):
     prepared, streamed = builder.as_dataset(), builder.as_streaming_dataset()
     for split in ("query", "validation"):
         assert list(streamed[split]) == prepared[split].to_list()
+
+
+def test_prepare_writes_arrow_blocks_not_examples(tmp_path, monkeypatch):
+    """Preparing goes through CRCGSBuilder._prepare_split_single (one Arrow table per block of chunk_rows
+    source rows), never through datasets' per-example writer: guards the private-API override against a
+    datasets upgrade that renames or stops calling it."""
+    builder_class = dataset_scripts.get_builder_class("synthetic")
+    blocks = []
+    write_tables = builder_class._generate_tables
+
+    def spy(self, rows):
+        for key, table in write_tables(self, rows):
+            blocks.append(table.num_rows)
+            yield key, table
+
+    def per_example(self, rows):
+        raise AssertionError("prepared through the per-example path")
+
+    monkeypatch.setattr(builder_class, "_generate_tables", spy)
+    monkeypatch.setattr(builder_class, "_generate_examples", per_example)
+    builder = builder_class(cache_dir=str(tmp_path), chunk_rows=64, **SMALL)
+    builder.download_and_prepare()
+    ds = builder.as_dataset()
+    assert sum(blocks) == sum(split.num_rows for split in ds.values())
+    assert len(blocks) > len(ds) and max(blocks) <= 64
