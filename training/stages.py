@@ -34,6 +34,15 @@ def _terms(output: Any) -> dict[str, torch.Tensor]:
     return {"total": output.loss.detach(), **output.loss_terms}
 
 
+def _optimize(accelerator: Any, output: Any, optimizer: Any) -> None:
+    """One optimizer step on ``output.loss`` (refused when the loss is not finite); inside ``accumulate``
+    the prepared optimizer steps only at the window's last micro-batch."""
+    check_finite(accelerator, output)
+    accelerator.backward(output.loss)
+    optimizer.step()
+    optimizer.zero_grad()
+
+
 def _retrieval_validate(accelerator: Any, model: CRCGSForPreTraining, loader: Any, num_items: int, kind: str):
     """Validation mAP of `model.crcgs` on the full validation split (see `training.validation`)."""
 
@@ -70,10 +79,7 @@ def teacher_unit(
             out = wrapped(
                 image_features=batch["image_features"], text_features=batch["text_features"], stage="teacher"
             )
-            check_finite(accelerator, out)
-            accelerator.backward(out.loss)
-            optimizer.step()
-            optimizer.zero_grad()
+            _optimize(accelerator, out, optimizer)
         return _terms(out)
 
     return UnitSpec(
@@ -125,16 +131,10 @@ def student_unit(
         with accelerator.accumulate(wrapped):
             for _ in range(config.dis_iter if adversarial else 0):
                 d_out = wrapped(**batch, stage="discriminator")  # features, and raw inputs of backbone towers
-                check_finite(accelerator, d_out)
-                accelerator.backward(d_out.loss)
-                disc_optimizer.step()
-                disc_optimizer.zero_grad()
+                _optimize(accelerator, d_out, disc_optimizer)
                 disc_terms = {"discriminator": d_out.loss_terms["discriminator"]}
             out = wrapped(**batch, stage="student")
-            check_finite(accelerator, out)
-            accelerator.backward(out.loss)
-            optimizer.step()
-            optimizer.zero_grad()
+            _optimize(accelerator, out, optimizer)
         return {**_terms(out), **disc_terms}
 
     return UnitSpec(
@@ -200,10 +200,7 @@ def hash_unit(
         batch.pop("index", None)
         with accelerator.accumulate(wrapped):
             out = wrapped(**batch, stage="hash")
-            check_finite(accelerator, out)
-            accelerator.backward(out.loss)
-            optimizer.step()
-            optimizer.zero_grad()
+            _optimize(accelerator, out, optimizer)
         return _terms(out)
 
     return UnitSpec(
