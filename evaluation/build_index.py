@@ -32,7 +32,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != SCRIPT_DIR]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from evaluation.encode_dataset import DatasetArguments, load_model_and_processor, load_split  # noqa: E402
+from evaluation.encode_dataset import (  # noqa: E402
+    DatasetArguments,
+    check_npy_files,
+    given_source,
+    load_model_and_processor,
+    load_split,
+)
 
 
 @dataclass
@@ -64,19 +70,12 @@ class BuildIndexArguments:
     nflip: int = field(default=2, metadata={"help": "hash: Hamming radius probed per table."})
 
     def __post_init__(self) -> None:
-        sources = [name for name in ("codes", "shards_dir", "model_dir") if getattr(self, name) is not None]
-        if len(sources) != 1:
-            raise ValueError(
-                f"give exactly one of --codes, --shards_dir, --model_dir; got {sources or 'none'}"
-            )
+        given_source(self, ("codes", "shards_dir", "model_dir"))
         if self.ids is not None and self.codes is None:
             raise ValueError("--ids: only used with --codes")
         if self.modality not in ("image", "text"):
             raise ValueError(f"--modality: expected image or text, got {self.modality!r}")
-        for name in ("codes", "ids"):
-            path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
-                raise ValueError(f"--{name}: expected an existing .npy file, got {path!r}")
+        check_npy_files(self, ("codes", "ids"))
 
     def index_options(self) -> dict[str, Any]:
         return {

@@ -103,6 +103,23 @@ class EncodeArguments:
             raise ValueError(f"--modalities: expected image and/or text, got {self.modalities}")
 
 
+def given_source(args: Any, names: tuple[str, ...]) -> str:
+    """The one option among ``names`` that ``args`` sets (not None); ValueError listing them otherwise."""
+    given = [name for name in names if getattr(args, name) is not None]
+    if len(given) != 1:
+        options = ", ".join(f"--{name}" for name in names)
+        raise ValueError(f"give exactly one of {options}; got {given or 'none'}")
+    return given[0]
+
+
+def check_npy_files(args: Any, names: tuple[str, ...]) -> None:
+    """ValueError naming the option when one of ``names`` is set to a path that is not a file."""
+    for name in names:
+        path = getattr(args, name)
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"--{name}: expected an existing .npy file, got {path!r}")
+
+
 def load_split(data_args: DatasetArguments, split: str) -> Any:
     """One split of ``dataset_scripts.load_crcgs_dataset`` (ValueError naming the split when absent)."""
     from dataset_scripts import load_crcgs_dataset

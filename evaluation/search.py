@@ -33,7 +33,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != SCRIPT_DIR]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from evaluation.encode_dataset import DatasetArguments, load_model_and_processor, load_split  # noqa: E402
+from evaluation.encode_dataset import (  # noqa: E402
+    DatasetArguments,
+    check_npy_files,
+    given_source,
+    load_model_and_processor,
+    load_split,
+)
 
 
 @dataclass
@@ -60,21 +66,14 @@ class SearchArguments:
     )
 
     def __post_init__(self) -> None:
-        sources = [name for name in ("query_codes", "features", "rows") if getattr(self, name) is not None]
-        if len(sources) != 1:
-            raise ValueError(
-                f"give exactly one of --query_codes, --features, --rows; got {sources or 'none'}"
-            )
-        if self.query_codes is None and self.model_dir is None:
-            raise ValueError(f"--model_dir: needed to encode --{sources[0]}")
+        source = given_source(self, ("query_codes", "features", "rows"))
+        if source != "query_codes" and self.model_dir is None:
+            raise ValueError(f"--model_dir: needed to encode --{source}")
         if self.query_modality not in ("image", "text"):
             raise ValueError(f"--query_modality: expected image or text, got {self.query_modality!r}")
         if self.k < 1:
             raise ValueError(f"--k: expected a positive integer, got {self.k}")
-        for name in ("query_codes", "features"):
-            path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
-                raise ValueError(f"--{name}: expected an existing .npy file, got {path!r}")
+        check_npy_files(self, ("query_codes", "features"))
 
 
 def run_search(data_args: DatasetArguments, args: SearchArguments) -> dict[str, Any]:
