@@ -25,13 +25,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, BertConfig, BertTokenizer, ViTConfig, ViTImageProcessorPil
+from transformers import AutoTokenizer, BertTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from modeling_crcgs.backbones import BackboneEncoder, BackboneTower, resolve_backbone_config  # noqa: E402
 from modeling_crcgs.modeling_crcgs import FeatureTower  # noqa: E402
 from modeling_crcgs.processing_crcgs import CRCGSProcessor  # noqa: E402
+from tests.crcgs_test_utils import (  # noqa: E402
+    WORDPIECE_SPECIALS,
+    tiny_bert_config,
+    tiny_image_processor,
+    tiny_vit_config,
+    write_vocab,
+)
 
 WORDS = "a man woman dog cat plays runs sits on in the grass beach city street red blue guitar ball".split()
 
@@ -95,35 +102,19 @@ def main() -> None:
     n, dims = args.batch_size, args.tower_hidden_dims
     print(f"batch {n}, {args.threads} threads, tower MLP {dims}, median of {args.repeats} runs")
 
-    vit = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        image_size=32,
-        patch_size=8,
-    )
-    image_tower = _tower(vit, None, "image", "full", dims)
+    image_tower = _tower(tiny_vit_config(), None, "image", "full", dims)
     pixels = {"pixel_values": torch.randn(n, 3, 32, 32)}
     print(
         f"tiny ViT image tower (32x32):   {_inference(image_tower, pixels, n, args.repeats):10.1f} images/s"
     )
 
     with tempfile.TemporaryDirectory() as tmp:
-        vocab = Path(tmp) / "vocab.txt"
-        vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-        tiny_tokenizer = BertTokenizer(vocab_file=str(vocab))
+        tiny_tokenizer = BertTokenizer(vocab_file=str(write_vocab(Path(tmp) / "vocab.txt", WORDS)))
     captions = _captions(n)
-    tiny_processor = CRCGSProcessor(ViTImageProcessorPil(size={"height": 32, "width": 32}), tiny_tokenizer)
+    tiny_processor = CRCGSProcessor(tiny_image_processor(), tiny_tokenizer)
     tiny_processor.fit_bow(_captions(1000, seed=1), min_count=5)
     tokens = tiny_processor(text=captions)
-    bert = BertConfig(
-        vocab_size=len(WORDS) + 5,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-    )
+    bert = tiny_bert_config(len(WORDPIECE_SPECIALS) + len(WORDS))
     text_inputs = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
     text_tower = _tower(bert, None, "text", "full", dims)
     print(

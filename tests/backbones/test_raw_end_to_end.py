@@ -12,17 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from crcgs_test_utils import TINY_NETWORKS, save_tiny_bert, save_tiny_vit, write_vocab
 from PIL import Image
-from transformers import (
-    AutoModel,
-    AutoProcessor,
-    BertConfig,
-    BertModel,
-    BertTokenizer,
-    ViTConfig,
-    ViTImageProcessorPil,
-    ViTModel,
-)
+from transformers import AutoModel, AutoProcessor, BertModel, ViTModel
 
 from dataset_scripts.mscoco import CATEGORIES
 from modeling_crcgs import CRCGSProcessor
@@ -35,17 +27,12 @@ LABEL_WORDS = {1: "person", 17: "cat", 18: "dog", 3: "car"}  # COCO category id 
 COLORS = {1: (220, 40, 40), 17: (40, 220, 40), 18: (40, 40, 220), 3: (220, 220, 40)}
 WORDS = "a an the of in is there here photo person cat dog car city and".split()
 TINY_MODEL = {
+    **TINY_NETWORKS,
     "vision_finetuning": "lora",
     "text_finetuning": "lora",
     "vision_lora": {"r": 4},
     "text_lora": {"r": 4},
     "tower_hidden_dims": [32, 32],
-    "common_dim": 16,
-    "converted_dim": 16,
-    "teacher_i2t_encoder_dims": [32],
-    "teacher_i2t_decoder_dims": [32],
-    "teacher_t2i_encoder_dims": [32],
-    "teacher_t2i_decoder_dims": [32],
     "image_discriminator_dims": [16],
     "text_discriminator_dims": [16],
     "dis_iter": 1,
@@ -90,30 +77,8 @@ def write_coco(root: Path, num_images: int = 40) -> Path:
 
 def write_backbones(root: Path) -> tuple[Path, Path]:
     """A tiny ViT (+ image processor) and a tiny BERT (+ tokenizer), saved as pretrained folders."""
-    torch.manual_seed(0)
-    vit, bert = root / "vit", root / "bert"
-    vit_config = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        image_size=32,
-        patch_size=8,
-    )
-    ViTModel(vit_config).save_pretrained(vit)
-    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(vit)
-    (root / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizer(vocab_file=str(root / "vocab.txt")).save_pretrained(bert)
-    bert_config = BertConfig(
-        vocab_size=len(WORDS) + 5,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
-    BertModel(bert_config).save_pretrained(bert)
-    return vit, bert
+    vocab = write_vocab(root / "vocab.txt", WORDS)
+    return save_tiny_vit(root / "vit", seed=0), save_tiny_bert(root / "bert", vocab, seed=1)
 
 
 def run_config(root: Path, vit: Path, bert: Path) -> dict:

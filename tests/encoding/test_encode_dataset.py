@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 from accelerate import debug_launcher
+from crcgs_test_utils import tiny_crcgs_model
 
-from modeling_crcgs import CRCGSConfig, CRCGSModel, pack_codes
+from modeling_crcgs import CRCGSModel, pack_codes
 from modeling_crcgs.encoding import encode_dataset_to_shards, encode_split_arrays, load_shards
 
 NUM_ROWS, SHARD_SIZE = 37, 10  # 4 shards, the last one of 7 rows (uneven split over 2 processes)
@@ -17,17 +18,7 @@ NUM_ROWS, SHARD_SIZE = 37, 10  # 4 shards, the last one of 7 rows (uneven split 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    config = CRCGSConfig(
-        image_input_dim=12,
-        text_input_dim=10,
-        num_labels=3,
-        hash_bits=24,
-        tower_hidden_dims=[16, 16, 16],
-        common_dim=16,
-        converted_dim=16,
-    )
-    return CRCGSModel(config).eval()
+    return tiny_crcgs_model(image_input_dim=12, text_input_dim=10, num_labels=3, hash_bits=24)
 
 
 @pytest.fixture(scope="module")

@@ -4,57 +4,44 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from crcgs_test_utils import (
+    WORDPIECE_SPECIALS,
+    tiny_bert_config,
+    tiny_crcgs_model,
+    tiny_image_processor,
+    tiny_vit_config,
+    write_vocab,
+)
 from PIL import Image
-from transformers import BertConfig, BertTokenizer, ViTConfig, ViTImageProcessorPil
+from transformers import BertTokenizer
 
-from modeling_crcgs import CRCGSConfig, CRCGSModel, pack_codes
+from modeling_crcgs import pack_codes
 from modeling_crcgs.encoding import encode_dataset_to_shards, encode_split_arrays, load_shards
 from modeling_crcgs.processing_crcgs import CRCGSProcessor
 
 WORDS = "a the dog cat on in grass sky sea red blue runs sits beach".split()
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
 
 
 @pytest.fixture(scope="module")
 def processor(tmp_path_factory):
-    vocab_file = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    vocab_file.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    return CRCGSProcessor(
-        ViTImageProcessorPil(size={"height": 32, "width": 32}), BertTokenizer(str(vocab_file))
-    )
+    vocab_file = write_vocab(tmp_path_factory.mktemp("vocab") / "vocab.txt", WORDS)
+    return CRCGSProcessor(tiny_image_processor(), BertTokenizer(str(vocab_file)))
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    vit = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=37,
-        image_size=32,
-        patch_size=8,
-    )
-    bert = BertConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=32,
-    )
-    config = CRCGSConfig(
+    return tiny_crcgs_model(
         image_input_dim=8,
         text_input_dim=8,
         num_labels=3,
         hash_bits=16,
         tower_hidden_dims=[16, 16],
-        common_dim=16,
         converted_dim=8,
-        vision_config=vit,
-        text_config=bert,
+        vision_config=tiny_vit_config(num_hidden_layers=1),
+        text_config=tiny_bert_config(
+            len(WORDPIECE_SPECIALS) + len(WORDS), num_hidden_layers=1, max_position_embeddings=32
+        ),
     )
-    return CRCGSModel(config).eval()
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-
-from modeling_crcgs import CRCGSConfig, CRCGSModel
+from crcgs_test_utils import save_tiny_crcgs_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SYNTHETIC_OPTIONS = {
@@ -25,19 +23,15 @@ SYNTHETIC_OPTIONS = {
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    config = CRCGSConfig(
+    return save_tiny_crcgs_model(
+        tmp_path_factory.mktemp("model"),
         image_input_dim=16,
         text_input_dim=24,
         num_labels=6,
         hash_bits=16,
-        tower_hidden_dims=(16, 16, 16),
         common_dim=8,
         converted_dim=8,
     )
-    path = tmp_path_factory.mktemp("model")
-    CRCGSModel(config).save_pretrained(path)
-    return path
 
 
 def cli_args(model_dir, tmp_path, *extra):

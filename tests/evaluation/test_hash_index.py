@@ -192,20 +192,10 @@ def test_bad_inputs_name_the_argument():
 def test_search_features_with_a_tiny_model():
     import datasets
     import torch
+    from crcgs_test_utils import tiny_crcgs_model
 
-    from modeling_crcgs import CRCGSConfig, CRCGSModel
-
-    torch.manual_seed(0)
-    config = CRCGSConfig(
-        image_input_dim=12,
-        text_input_dim=10,
-        num_labels=3,
-        hash_bits=16,
-        tower_hidden_dims=[16, 16, 16],
-        common_dim=16,
-        converted_dim=16,
-    )
-    model = CRCGSModel(config).eval()
+    dims = dict(image_input_dim=12, text_input_dim=10, num_labels=3)
+    model = tiny_crcgs_model(hash_bits=16, **dims)
     rng = np.random.default_rng(0)
     image = rng.normal(size=(90, 12)).astype(np.float32)
     split = datasets.Dataset.from_dict(
@@ -230,6 +220,6 @@ def test_search_features_with_a_tiny_model():
         index.search_features(model, audio=text)
     with pytest.raises(ValueError, match="text_features must be 2-D"):
         index.search_features(model, text_features=text[0])
-    other = CRCGSModel(CRCGSConfig(**{**config.to_diff_dict(), "hash_bits": 32}))
+    other = tiny_crcgs_model(hash_bits=32, **dims)
     with pytest.raises(ValueError, match="hash_bits=32"):
         index.search_features(other, text_features=text)

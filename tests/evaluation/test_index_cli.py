@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from crcgs_test_utils import save_tiny_crcgs_model
 
 from evaluation import build_index, search
 from evaluation.encode_dataset import DatasetArguments, load_split
-from modeling_crcgs import CRCGSConfig, CRCGSModel, pack_codes
+from modeling_crcgs import CRCGSModel, pack_codes
 from modeling_crcgs.index import HashIndex
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,19 +32,9 @@ DATASET_FLAGS = ["--dataset", "synthetic", "--dataset_options", json.dumps(OPTIO
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    config = CRCGSConfig(
-        image_input_dim=16,
-        text_input_dim=40,
-        num_labels=5,
-        hash_bits=16,
-        tower_hidden_dims=[16, 16, 16],
-        common_dim=16,
-        converted_dim=16,
+    return save_tiny_crcgs_model(
+        tmp_path_factory.mktemp("model"), image_input_dim=16, text_input_dim=40, num_labels=5, hash_bits=16
     )
-    path = tmp_path_factory.mktemp("model")
-    CRCGSModel(config).save_pretrained(path)
-    return path
 
 
 def _split(name):

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from crcgs_test_utils import TINY_NETWORKS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 TINY_DATASET = {
@@ -24,19 +26,7 @@ TINY_DATASET = {
     "num_train": 120,
 }
 
-TINY_MODEL = {
-    "tower_hidden_dims": [32, 32, 32],
-    "common_dim": 16,
-    "converted_dim": 16,
-    "teacher_i2t_encoder_dims": [32],
-    "teacher_i2t_decoder_dims": [32],
-    "teacher_t2i_encoder_dims": [32],
-    "teacher_t2i_decoder_dims": [32],
-    "image_discriminator_dims": [16, 8, 8],
-    "text_discriminator_dims": [16, 8, 8],
-    "dis_iter": 2,
-    "support_set_weight": 0.5,
-}
+TINY_MODEL = {**TINY_NETWORKS, "tower_hidden_dims": [32, 32, 32], "dis_iter": 2, "support_set_weight": 0.5}
 
 
 def tiny_config(output_dir: Path, **overrides: Any) -> dict[str, Any]:
