@@ -27,15 +27,13 @@ and COCO ``.mat`` files, where such a row is an error unless ``allow_empty_label
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import inspect
+import sys
 from typing import Any, ClassVar
 
 import datasets
 import numpy as np
 
-from . import _bag_of_words, _benchmark_readers, _raw_formats, _readers, _splits
-from . import common as _common
+from . import _bag_of_words, _benchmark_readers, _raw_formats
 from ._benchmark_readers import MatlabImages, nonempty_rows, subset_source
 from .common import (
     CRCGSBuilder,
@@ -91,15 +89,6 @@ class LoadedSource:
     facts: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def _digest(cls: type) -> str:
-    """Hash of the builder's module and every helper module it runs: a code change gives a fresh cache."""
-    digest = hashlib.sha256()
-    modules = (_common, _readers, _splits, _bag_of_words, _benchmark_readers, _raw_formats)
-    for module in (inspect.getmodule(cls), inspect.getmodule(_digest), *modules):
-        digest.update(inspect.getsource(module).encode("utf-8"))  # no open(): datasets patches it here
-    return digest.hexdigest()[:16]
-
-
 class BenchmarkBuilder(CRCGSBuilder):
     """Shared ``_info``/``_load_source`` of the benchmark builders; subclasses give metadata and
     ``_load_official``. File I/O lives in plain modules (``_raw_formats``, ``_benchmark_readers``):
@@ -109,10 +98,11 @@ class BenchmarkBuilder(CRCGSBuilder):
     DATASET: ClassVar[str] = ""
     MAT_LABEL_NAMES: ClassVar[tuple[str, ...] | None] = None  # column names of LAll, when known
     DROP_INCOMPLETE_MAT: ClassVar[bool] = False
+    SOURCE_MODULES = (sys.modules[__name__], _bag_of_words, _benchmark_readers, _raw_formats)
 
-    def __init__(self, *args: Any, hash: str | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, **kwargs: Any):
         self._facts: dict[str, Any] = {}
-        super().__init__(*args, hash=hash or _digest(type(self)), **kwargs)
+        super().__init__(*args, **kwargs)
 
     def _info(self) -> datasets.DatasetInfo:
         features = self.source.features()  # reads the source first: it fills self._facts

@@ -52,6 +52,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import types
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -393,10 +394,19 @@ class SourceData:
 
 
 def source_digest(cls: type) -> str:
-    """Hash of a builder's module and of the shared modules: a code change gives a fresh cache folder."""
+    """Hash of the code a builder runs: its module, this module, ``_readers``, ``_splits`` and the
+    builder's ``SOURCE_MODULES``; a code change gives a fresh cache folder."""
     digest = hashlib.sha256()
-    for module_file in (inspect.getsourcefile(cls), __file__, _readers.__file__, _splits.__file__):
-        digest.update(Path(module_file).read_bytes())
+    for module in (
+        inspect.getmodule(cls),
+        inspect.getmodule(source_digest),
+        _readers,
+        _splits,
+        *cls.SOURCE_MODULES,
+    ):
+        digest.update(
+            inspect.getsource(module).encode("utf-8")
+        )  # no open(): datasets patches it in builder modules
     return digest.hexdigest()[:16]
 
 
@@ -417,6 +427,7 @@ class CRCGSBuilder(datasets.GeneratorBasedBuilder, abc.ABC):
     DESCRIPTION: ClassVar[str] = ""
     HOMEPAGE: ClassVar[str] = ""
     LICENSE: ClassVar[str] = ""
+    SOURCE_MODULES: ClassVar[tuple[types.ModuleType, ...]] = ()  # helper modules hashed into the cache key
 
     def __init__(
         self,

@@ -398,3 +398,21 @@ def test_source_index_maps_positions_to_original_rows(tmp_path):
     assert ds["train"][0]["labels"] == np.eye(3, dtype=int)[positions["train"][0] % 3].tolist()
     with pytest.raises(ValueError, match="row counts disagree.*index has 29"):
         SourceData(labels=np.ones((30, 1), np.int8), label_names=["a"], index=np.arange(29))
+
+
+def test_source_digest_covers_the_builder_and_its_helper_modules(monkeypatch):
+    """The cache key (builder hash) changes with the builder's module and with each helper module it runs."""
+    import inspect
+
+    from dataset_scripts import _raw_formats, get_builder_class
+    from dataset_scripts.common import source_digest
+
+    nus_wide, synthetic = get_builder_class("nus_wide"), get_builder_class("synthetic")
+    before = {cls: source_digest(cls) for cls in (nus_wide, synthetic)}
+    assert source_digest(get_builder_class("mirflickr25k")) != before[nus_wide]
+    read = inspect.getsource
+    monkeypatch.setattr(
+        inspect, "getsource", lambda obj: read(obj) + ("# edited" if obj is _raw_formats else "")
+    )
+    assert source_digest(nus_wide) != before[nus_wide]  # _raw_formats is one of its SOURCE_MODULES
+    assert source_digest(synthetic) == before[synthetic]  # not read by the synthetic builder
