@@ -31,13 +31,12 @@ from safetensors.torch import load_file
 
 from modeling_crcgs.backbones import BackboneEncoder, resolve_backbone_config
 from modeling_crcgs.bag_of_words import BagOfWords, build_bow_vocabulary
+from modeling_crcgs.encoding import RAW_COLUMNS
 from modeling_crcgs.processing_crcgs import CRCGSProcessor, load_image
 from training.checkpointing import atomic_save_tensors
 
-# Config keys that give a modality a backbone, and the raw column it then reads.
+# Config keys that give a modality a backbone (which then reads RAW_COLUMNS[modality]).
 _BACKBONE_KEYS = {"image": ("vision_config", "vision_backbone"), "text": ("text_config", "text_backbone")}
-RAW_COLUMNS = {"image": "image", "text": "text"}
-FIXED_COLUMNS = {"image": "image_features", "text": "text_features"}
 TEACHER_FEATURES_DIR = "teacher_features"
 
 
@@ -51,7 +50,7 @@ def raw_modalities(model_config: dict[str, Any]) -> tuple[str, ...]:
 def required_columns(model_config: dict[str, Any], feature_columns: tuple[str, ...]) -> tuple[str, ...]:
     """The columns a split needs: a raw modality needs its raw column instead of its fixed features."""
     raw = raw_modalities(model_config)
-    swap = {FIXED_COLUMNS[m]: RAW_COLUMNS[m] for m in raw}
+    swap = {f"{m}_features": RAW_COLUMNS[m] for m in raw}
     return tuple(swap.get(column, column) for column in feature_columns)
 
 
