@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -64,10 +64,13 @@ RAW_COLUMNS = {"image": "image", "text": "text"}
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(temp_path)`` on a temporary file next to ``path``, then ``os.replace`` it into place."""
+    """Call ``write(temp_path)`` on a temporary file next to ``path``, then ``os.replace`` it into place.
+
+    ``write`` creates the file (a unique name per call: process id + random), so it gets the usual
+    permissions of the umask; on any error the temporary file is removed.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = str(path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"))
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -78,11 +81,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2)))
 
 
 # --------------------------------------------------------------------------------------------------

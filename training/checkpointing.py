@@ -24,6 +24,8 @@ from typing import Any, Optional
 import torch
 from safetensors.torch import load_file, save_file
 
+from modeling_crcgs.encoding import atomic_write
+
 STATE_NAME = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -68,21 +70,16 @@ class TrainerState:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text to `path` through a temp file in the same folder and `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write text to `path` (its folder created) through a temp file in the same folder and `os.replace`."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
-    """Save a flat dict of tensors as safetensors through a temp file + `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    """Save a flat dict of tensors as safetensors (folder created) through a temp file + `os.replace`."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    plain = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(plain, tmp))
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
