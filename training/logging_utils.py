@@ -11,6 +11,8 @@ from typing import Any, Optional
 
 from accelerate.tracking import GeneralTracker
 
+from modeling_crcgs.encoding import atomic_write
+
 LOG_NAME = "train_log.jsonl"
 _OPTIONAL_TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 
@@ -118,8 +120,6 @@ def plot_loss_curves(log_path: str | os.PathLike, out_path: str | os.PathLike) -
         ax.set_yscale("symlog", linthresh=1e-3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(out_path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
-    os.replace(tmp, out_path)
     return out_path
