@@ -7,7 +7,9 @@ codes (Hamming ranking, the headline) and the continuous common-space embeddings
 scored. The metric functions live in :mod:`modeling_crcgs.metrics`.
 
 Splits follow the data contract of ``docs/DESIGN.md``: ``datasets.Dataset`` objects with the columns
-``image_features``, ``text_features`` (fixed-length float vectors) and ``labels`` (multi-hot int8).
+``image_features``, ``text_features`` (fixed-length float vectors) and ``labels`` (multi-hot int8); a model
+with backbone towers reads the raw ``image`` / ``text`` columns instead, through its processor
+(:func:`feature_level_view`).
 """
 
 from __future__ import annotations
