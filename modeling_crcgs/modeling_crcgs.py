@@ -406,7 +406,9 @@ class CRCGSModel(CRCGSPreTrainedModel):
         if isinstance(self.image_tower, BackboneTower):
             return self.common_projection(self.image_tower(pixel_values=pixel_values))
         if pixel_values is not None:
-            raise ValueError("pixel_values needs an image backbone (config.vision_config); this model takes image_features")
+            raise ValueError(
+                "pixel_values needs an image backbone (config.vision_config); this model takes image_features"
+            )
         x = _check_matrix(image_features, "image_features", self.config.image_input_dim, self.dtype)
         return self.common_projection(self.image_tower(x))
 
@@ -422,7 +424,9 @@ class CRCGSModel(CRCGSPreTrainedModel):
         if isinstance(self.text_tower, BackboneTower):
             return self.common_projection(self.text_tower(input_ids=input_ids, attention_mask=attention_mask))
         if input_ids is not None:
-            raise ValueError("input_ids needs a text backbone (config.text_config); this model takes text_features")
+            raise ValueError(
+                "input_ids needs a text backbone (config.text_config); this model takes text_features"
+            )
         t = _check_matrix(text_features, "text_features", self.config.text_input_dim, self.dtype)
         return self.common_projection(self.text_tower(t))
 
@@ -452,7 +456,9 @@ class CRCGSModel(CRCGSPreTrainedModel):
         attention_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """int8 codes sign(H(v)) in {-1, +1}, shape (n, hash_bits)."""
-        return self.hash_codes_from_embeddings(self.get_text_features(text_features, input_ids, attention_mask))
+        return self.hash_codes_from_embeddings(
+            self.get_text_features(text_features, input_ids, attention_mask)
+        )
 
     def _heads(self, embeds: torch.Tensor, modality: str, with_hash: bool = True) -> dict[str, torch.Tensor]:
         """Label logits, converted features and (optionally) hash logits of one modality's embeddings."""
@@ -482,7 +488,9 @@ class CRCGSModel(CRCGSPreTrainedModel):
             raise ValueError("give image_features, text_features or both; got neither")
         outputs: dict[str, torch.Tensor] = {}
         if has_image:
-            outputs.update(self._heads(self.get_image_features(image_features, pixel_values), "image", with_hash))
+            outputs.update(
+                self._heads(self.get_image_features(image_features, pixel_values), "image", with_hash)
+            )
         if has_text:
             text_embeds = self.get_text_features(text_features, input_ids, attention_mask)
             outputs.update(self._heads(text_embeds, "text", with_hash))
@@ -632,7 +640,10 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
         excluded = {id(p) for p in self.crcgs.hash_head.parameters()}
         # Backbone weights their fine-tuning mode keeps fixed ("frozen", LoRA's base weights) never train.
         excluded.update(
-            id(p) for m in self.crcgs.modules() if isinstance(m, BackboneEncoder) for p in m.frozen_parameters()
+            id(p)
+            for m in self.crcgs.modules()
+            if isinstance(m, BackboneEncoder)
+            for p in m.frozen_parameters()
         )
         return [p for p in self.crcgs.parameters() if id(p) not in excluded]
 
