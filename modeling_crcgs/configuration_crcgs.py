@@ -228,8 +228,12 @@ class CRCGSConfig(PreTrainedConfig):
         self.hash_similarity_weight = hash_similarity_weight
         self.hash_label_weight = hash_label_weight
         self.hash_quantization_weight = hash_quantization_weight
-        set_backbone_fields(self, "image", vision_config, vision_backbone, vision_finetuning, vision_lora, vision_pooling)
-        set_backbone_fields(self, "text", text_config, text_backbone, text_finetuning, text_lora, text_pooling)
+        set_backbone_fields(
+            self, "image", vision_config, vision_backbone, vision_finetuning, vision_lora, vision_pooling
+        )
+        set_backbone_fields(
+            self, "text", text_config, text_backbone, text_finetuning, text_lora, text_pooling
+        )
         # `num_labels` is a property of PreTrainedConfig backed by `id2label`: a saved config stores only
         # `id2label`, so `None` means "from id2label when given, else the default 24".
         if num_labels is None:
