@@ -19,13 +19,18 @@ chunk is vectorized: distances, label overlaps, one stable row-wise argsort, cum
 matrix-vector product. On accelerators this is torch (matrix products, ``torch.sort(stable=True)``). On
 CPU, Hamming distances and label overlaps are popcounts of XOR / AND of packed 64-bit words and the
 stable argsort is numpy's (an O(N) radix sort for small integers), several times faster there than
-float products and torch's merge sort. Both paths give the same, unique, stable order and the same integers (tests check both).
+float products and torch's merge sort; with ``torch.get_num_threads()`` > 1 (set it with
+``torch.set_num_threads``), that many threads rank the next query chunks while the current one is
+reduced, and chunks are reduced in order, so every figure is bit-identical for any thread count. Both
+paths give the same, unique, stable order and the same integers (tests check both).
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -311,15 +316,34 @@ def _ranked_chunks(
 ) -> Iterator[_Ranked]:
     """Rank the queries chunk by chunk: ascending distance, ties by ascending database index.
 
-    ``shared_counts``: also return the number of shared labels (graded relevance).
+    ``shared_counts``: also return the number of shared labels (graded relevance). Bit path: up to
+    ``torch.get_num_threads()`` worker threads rank chunks ahead of the caller (1: no thread pool).
     """
     size = _chunk_size(prepared.num_database, memory_budget_bytes, chunk_size)
-    for start in range(0, prepared.num_queries, size):
+    starts = range(0, prepared.num_queries, size)
+
+    def rank(start: int) -> _Ranked:
         stop = min(start + size, prepared.num_queries)
         dist, order, overlap = _rank_chunk(prepared, start, stop, shared_counts)
         relevance = torch.gather(overlap if overlap.dtype == torch.bool else overlap > 0, 1, order)
         hits = relevance.cumsum(dim=1, dtype=torch.int32)
-        yield _Ranked(dist, order, relevance, hits, overlap if shared_counts else None)
+        return _Ranked(dist, order, relevance, hits, overlap if shared_counts else None)
+
+    workers = min(torch.get_num_threads(), len(starts) - 1) if prepared.bit_ops else 0
+    if workers < 1:
+        yield from map(rank, starts)
+        return
+    # Bit path on several threads: `workers` chunks are ranked ahead (numpy releases the GIL in popcounts
+    # and sorts) while the caller reduces the current one; chunks come back in order, so the results do
+    # not depend on the number of threads. Up to workers + 1 chunks are in memory at once.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        ahead = deque(pool.submit(rank, start) for start in starts[:workers])
+        for start in starts[workers:]:
+            ranked = ahead.popleft().result()
+            ahead.append(pool.submit(rank, start))
+            yield ranked
+        while ahead:
+            yield ahead.popleft().result()
 
 
 def _rank_chunk(
