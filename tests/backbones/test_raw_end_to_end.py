@@ -127,6 +127,7 @@ def _load_splits(config: dict):
     )
 
 
+@pytest.mark.slow
 def test_raw_run_writes_a_complete_model_folder(raw_run):
     root, _, summary = raw_run
     folder = root / "out" / "mscoco-8bits"
@@ -153,6 +154,7 @@ def test_raw_run_writes_a_complete_model_folder(raw_run):
     assert config["image_input_dim"] == 32  # the teachers read the frozen ViT's pooled output
 
 
+@pytest.mark.slow
 def test_lora_trained_adapters_and_kept_the_pretrained_weights(raw_run):
     root, _, _ = raw_run
     model = AutoModel.from_pretrained(root / "out" / "mscoco-8bits")
@@ -167,6 +169,7 @@ def test_lora_trained_adapters_and_kept_the_pretrained_weights(raw_run):
             torch.testing.assert_close(base[name], value, msg=f"{tower} backbone weight {name} moved")
 
 
+@pytest.mark.slow
 def test_reloaded_folder_reproduces_the_evaluation_and_merges(raw_run, tmp_path):
     root, config, _ = raw_run
     folder = root / "out" / "mscoco-8bits"
@@ -208,6 +211,7 @@ def test_reloaded_folder_reproduces_the_evaluation_and_merges(raw_run, tmp_path)
         torch.testing.assert_close(merged.eval().get_image_features(pixel_values=batch["pixel_values"]), u)
 
 
+@pytest.mark.slow
 def test_evaluate_command_reproduces_the_training_evaluation(raw_run, tmp_path):
     from evaluation.evaluate import main as evaluate_main
 

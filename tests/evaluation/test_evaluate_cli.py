@@ -91,6 +91,7 @@ def test_cli_bad_arguments(model_dir, tmp_path):
         main(["--model_dir", str(model_dir)])
 
 
+@pytest.mark.slow
 def test_script_runs_from_any_directory(tmp_path):
     # As a script: the repository root is put on sys.path and evaluation/evaluate.py does not shadow
     # the `evaluate` library.

@@ -41,6 +41,7 @@ def _split(name):
     return load_split(DatasetArguments(dataset="synthetic", dataset_options=json.dumps(OPTIONS)), name)
 
 
+@pytest.mark.slow
 def test_encode_build_search_end_to_end(tmp_path, model_dir):
     model = CRCGSModel.from_pretrained(model_dir).eval()
     database, queries = _split("database"), _split("query")

@@ -80,6 +80,7 @@ def test_checkpoint_with_other_dims_gives_a_clear_error(tiny_config, tmp_path):
         AutoModel.from_pretrained(tmp_path, config=tiny_config(common_dim=16))
 
 
+@pytest.mark.slow
 def test_trust_remote_code_loads_in_a_fresh_process_without_the_package(tiny_config, tmp_path):
     config = tiny_config()
     model = CRCGSModel(config).eval()

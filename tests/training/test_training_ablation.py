@@ -1,5 +1,6 @@
 """The ablation command: one row per student objective, the chance level, a markdown table."""
 
+import pytest
 from tiny_training_config import tiny_config, write_config
 
 from training.ablation import ablation_rows, main
@@ -23,6 +24,7 @@ def test_ablation_rows_switch_terms_off_by_weight():
     assert all(r["dis_iter"] == 2 for r in rows.values())
 
 
+@pytest.mark.slow
 def test_ablation_command_writes_the_table(tmp_path):
     config = write_config(
         tmp_path / "tiny.json",

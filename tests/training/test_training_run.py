@@ -147,6 +147,7 @@ def _mid_epoch_student_checkpoint(out: Path) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(finished_run, tmp_path):
     reference, _, _ = finished_run
     out = tmp_path / "out"

@@ -3,9 +3,11 @@
 import json
 import subprocess
 
+import pytest
 from tiny_training_config import REPO_ROOT, accelerate_command, subprocess_env, tiny_config, write_config
 
 
+@pytest.mark.slow
 def test_two_process_run_counts_every_evaluation_item_once(tmp_path):
     config = write_config(tmp_path / "tiny.json", tiny_config(tmp_path / "out", hash_bits=[8]))
     result = subprocess.run(
