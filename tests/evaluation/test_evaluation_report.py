@@ -7,8 +7,9 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from crcgs_test_utils import tiny_crcgs_model
 
-from modeling_crcgs import CRCGSConfig, CRCGSModel
+from modeling_crcgs import CRCGSModel
 from modeling_crcgs.evaluation import (
     REPORT_FILES,
     encode_split,
@@ -23,17 +24,15 @@ IMAGE_DIM, TEXT_DIM, NUM_LABELS, BITS = 12, 10, 5, 8
 
 def tiny_model(seed: int = 0) -> CRCGSModel:
     """A tiny random model whose weights are spread enough to give varied hash codes."""
-    torch.manual_seed(seed)
-    config = CRCGSConfig(
+    model = tiny_crcgs_model(
+        seed,
         image_input_dim=IMAGE_DIM,
         text_input_dim=TEXT_DIM,
         num_labels=NUM_LABELS,
         hash_bits=BITS,
-        tower_hidden_dims=(16, 16, 16),
         common_dim=8,
         converted_dim=8,
     )
-    model = CRCGSModel(config)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.normal_(0.0, 0.7)
