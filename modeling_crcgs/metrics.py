@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -382,18 +382,19 @@ def _average_precision_sums(ranked: _Ranked, ks: Sequence[int]) -> torch.Tensor:
     return torch.stack(sums).cpu()
 
 
-def _precision_recall_sums(ranked: _Ranked, ks: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sums over the chunk's queries of P@k and R@k, each (len(ks),) float64 on CPU."""
+def _precision_recall_sums(ranked: _Ranked, ks: Sequence[int]) -> torch.Tensor:
+    """Sums over the chunk's queries of P@k (row 0) and R@k (row 1): (2, len(ks)) float64 on CPU."""
     cut = torch.tensor(list(ks), device=ranked.hits.device)
     at_k = ranked.hits[:, cut - 1].to(torch.float64)  # (c, len(ks))
     total = ranked.total_relevant[:, None].to(torch.float64)  # (c, 1)
     precision = at_k / cut.to(torch.float64)
     recall = torch.where(total > 0, at_k / total.clamp(min=1), 0.0)
-    return precision.sum(dim=0).cpu(), recall.sum(dim=0).cpu()
+    return torch.stack([precision.sum(dim=0), recall.sum(dim=0)]).cpu()
 
 
-def _radius_sums(ranked: _Ranked, num_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sums over the chunk's queries of precision and recall within Hamming radius r, r = 0..K.
+def _radius_sums(ranked: _Ranked, num_bits: int) -> torch.Tensor:
+    """Sums over the chunk's queries of precision (row 0) and recall (row 1) within Hamming radius r,
+    r = 0..K: (2, K + 1) float64 on CPU.
 
     The ranking is sorted by distance, so the ball of radius r is its first retrieved(r) = #{d <= r} items
     and holds hits[retrieved(r)] relevant ones. Precision = hits/retrieved (0 for an empty ball),
@@ -408,7 +409,29 @@ def _radius_sums(ranked: _Ranked, num_bits: int) -> tuple[torch.Tensor, torch.Te
     precision = torch.where(retrieved > 0, hits / retrieved.clamp(min=1), 0.0)
     total = ranked.total_relevant[:, None].to(torch.float64)
     recall = torch.where(total > 0, hits / total.clamp(min=1), 0.0)
-    return precision.sum(dim=0).cpu(), recall.sum(dim=0).cpu()
+    return torch.stack([precision.sum(dim=0), recall.sum(dim=0)]).cpu()
+
+
+def _summed(
+    prepared: _Prepared,
+    chunk_size: Optional[int],
+    memory_budget_bytes: int,
+    reductions: dict[str, Callable[[_Ranked], torch.Tensor]],
+    shared_counts: bool = False,
+) -> dict[str, torch.Tensor]:
+    """One ranking pass: each reduction's per-chunk sums over queries (float64), added up over the chunks."""
+    totals: dict[str, torch.Tensor] = {}
+    for ranked in _ranked_chunks(prepared, chunk_size, memory_budget_bytes, shared_counts):
+        for name, reduce in reductions.items():
+            value = reduce(ranked)
+            totals[name] = totals[name] + value if name in totals else value
+    return totals
+
+
+def _mean_curve(axis_name: str, axis: list[int], sums: torch.Tensor, num_queries: int) -> dict[str, list]:
+    """``{axis_name: axis, "precision", "recall"}``: means over queries of the (2, len(axis)) sums."""
+    means = (sums / num_queries).tolist()
+    return {axis_name: axis, "precision": means[0], "recall": means[1]}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -458,10 +481,10 @@ def mean_average_precision(
     """
     prepared = _prepare(query_codes, database_codes, query_labels, database_labels, distance, num_bits)
     k = prepared.num_database if top_k is None else _check_k(top_k, prepared.num_database, "top_k")
-    total = 0.0
-    for ranked in _ranked_chunks(prepared, chunk_size, memory_budget_bytes):
-        total += float(_average_precision_sums(ranked, [k])[0])
-    return total / prepared.num_queries
+    sums = _summed(
+        prepared, chunk_size, memory_budget_bytes, {"ap": lambda r: _average_precision_sums(r, [k])}
+    )
+    return float(sums["ap"][0]) / prepared.num_queries
 
 
 def precision_recall_at_k(
@@ -490,16 +513,8 @@ def precision_recall_at_k(
     """
     prepared = _prepare(query_codes, database_codes, query_labels, database_labels, distance, num_bits)
     ks = _k_list(k_values, prepared.num_database)
-    precision, recall = torch.zeros(len(ks), dtype=torch.float64), torch.zeros(len(ks), dtype=torch.float64)
-    for ranked in _ranked_chunks(prepared, chunk_size, memory_budget_bytes):
-        p, r = _precision_recall_sums(ranked, ks)
-        precision += p
-        recall += r
-    return {
-        "k": ks,
-        "precision": (precision / prepared.num_queries).tolist(),
-        "recall": (recall / prepared.num_queries).tolist(),
-    }
+    sums = _summed(prepared, chunk_size, memory_budget_bytes, {"pr": lambda r: _precision_recall_sums(r, ks)})
+    return _mean_curve("k", ks, sums["pr"], prepared.num_queries)
 
 
 def _k_list(k_values: Optional[Sequence[int]], num_database: int) -> list[int]:
@@ -531,16 +546,8 @@ def pr_curve_hamming(
     """
     prepared = _prepare(query_codes, database_codes, query_labels, database_labels, "hamming", num_bits)
     k = prepared.num_bits
-    precision, recall = torch.zeros(k + 1, dtype=torch.float64), torch.zeros(k + 1, dtype=torch.float64)
-    for ranked in _ranked_chunks(prepared, chunk_size, memory_budget_bytes):
-        p, r = _radius_sums(ranked, k)
-        precision += p
-        recall += r
-    return {
-        "radius": list(range(k + 1)),
-        "precision": (precision / prepared.num_queries).tolist(),
-        "recall": (recall / prepared.num_queries).tolist(),
-    }
+    sums = _summed(prepared, chunk_size, memory_budget_bytes, {"pr": lambda r: _radius_sums(r, k)})
+    return _mean_curve("radius", list(range(k + 1)), sums["pr"], prepared.num_queries)
 
 
 def precision_at_hamming_radius(
@@ -592,13 +599,15 @@ def ndcg_at_k(
     k = prepared.num_database if top_k is None else _check_k(top_k, prepared.num_database, "top_k")
     device = prepared.device
     discount = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64, device=device))  # (k,)
-    total = 0.0
-    for ranked in _ranked_chunks(prepared, chunk_size, memory_budget_bytes, shared_counts=True):
+
+    def ndcg_sum(ranked: _Ranked) -> torch.Tensor:
         gains = torch.exp2(ranked.shared.to(torch.float64)) - 1.0  # (c, N) in database order
         dcg = torch.gather(gains, 1, ranked.order[:, :k]) @ discount
         ideal = torch.topk(gains, k, dim=1).values @ discount
-        total += float(torch.where(ideal > 0, dcg / ideal.clamp(min=math.ulp(1.0)), 0.0).sum())
-    return total / prepared.num_queries
+        return torch.where(ideal > 0, dcg / ideal.clamp(min=math.ulp(1.0)), 0.0).sum().cpu()
+
+    sums = _summed(prepared, chunk_size, memory_budget_bytes, {"ndcg": ndcg_sum}, shared_counts=True)
+    return float(sums["ndcg"]) / prepared.num_queries
 
 
 def retrieval_metrics(
@@ -628,38 +637,21 @@ def retrieval_metrics(
     n, q = prepared.num_database, prepared.num_queries
     k = n if top_k is None else _check_k(top_k, n, "top_k")
     ks = _k_list(k_values, n)
-    ap = torch.zeros(2, dtype=torch.float64)
-    precision_k, recall_k = (
-        torch.zeros(len(ks), dtype=torch.float64),
-        torch.zeros(len(ks), dtype=torch.float64),
-    )
     hamming = distance == "hamming"
-    radii = prepared.num_bits + 1
-    precision_r, recall_r = torch.zeros(radii, dtype=torch.float64), torch.zeros(radii, dtype=torch.float64)
-    for ranked in _ranked_chunks(prepared, chunk_size, memory_budget_bytes):
-        ap += _average_precision_sums(ranked, [n, k])
-        p, r = _precision_recall_sums(ranked, ks)
-        precision_k += p
-        recall_k += r
-        if hamming:
-            p, r = _radius_sums(ranked, prepared.num_bits)
-            precision_r += p
-            recall_r += r
-    result = {
-        "map_all": float(ap[0]) / q,
-        "map_at_k": float(ap[1]) / q,
-        "k": k,
-        "precision_at_k": {
-            "k": ks,
-            "precision": (precision_k / q).tolist(),
-            "recall": (recall_k / q).tolist(),
-        },
+    reductions = {
+        "ap": lambda r: _average_precision_sums(r, [n, k]),
+        "at_k": lambda r: _precision_recall_sums(r, ks),
     }
     if hamming:
-        result["pr_curve"] = {
-            "radius": list(range(radii)),
-            "precision": (precision_r / q).tolist(),
-            "recall": (recall_r / q).tolist(),
-        }
-        result["precision_at_radius_2"] = result["pr_curve"]["precision"][min(2, radii - 1)]
+        reductions["radius"] = lambda r: _radius_sums(r, prepared.num_bits)
+    sums = _summed(prepared, chunk_size, memory_budget_bytes, reductions)
+    result = {
+        "map_all": float(sums["ap"][0]) / q,
+        "map_at_k": float(sums["ap"][1]) / q,
+        "k": k,
+        "precision_at_k": _mean_curve("k", ks, sums["at_k"], q),
+    }
+    if hamming:
+        result["pr_curve"] = _mean_curve("radius", list(range(prepared.num_bits + 1)), sums["radius"], q)
+        result["precision_at_radius_2"] = result["pr_curve"]["precision"][min(2, prepared.num_bits)]
     return result
