@@ -109,7 +109,7 @@ def main() -> None:
     )
 
     with tempfile.TemporaryDirectory() as tmp:
-        tiny_tokenizer = BertTokenizer(vocab_file=str(write_vocab(Path(tmp) / "vocab.txt", WORDS)))
+        tiny_tokenizer = BertTokenizer(vocab=str(write_vocab(Path(tmp) / "vocab.txt", WORDS)))
     captions = _captions(n)
     tiny_processor = CRCGSProcessor(tiny_image_processor(), tiny_tokenizer)
     tiny_processor.fit_bow(_captions(1000, seed=1), min_count=5)

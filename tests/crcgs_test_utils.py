@@ -102,8 +102,9 @@ def save_tiny_vit(path: str | Path, seed: int = 0) -> Path:
 
 def save_tiny_bert(path: str | Path, vocab_file: str | Path, seed: int = 0) -> Path:
     """A saved random :func:`tiny_bert_config` BERT + its tokenizer over ``vocab_file``."""
-    vocab_size = len(Path(vocab_file).read_text(encoding="utf-8").splitlines())
+    # transformers 5: the word-piece file is the ``vocab`` argument (a ``vocab_file=`` keyword is ignored).
+    tokenizer = BertTokenizer(vocab=str(vocab_file))
     torch.manual_seed(seed)
-    BertModel(tiny_bert_config(vocab_size)).save_pretrained(path)
-    BertTokenizer(vocab_file=str(vocab_file)).save_pretrained(path)
+    BertModel(tiny_bert_config(len(tokenizer))).save_pretrained(path)
+    tokenizer.save_pretrained(path)
     return Path(path)

@@ -33,7 +33,7 @@ def vocab_file(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tokenizer(vocab_file) -> BertTokenizer:
-    return BertTokenizer(vocab_file=vocab_file)
+    return BertTokenizer(vocab=vocab_file)
 
 
 @pytest.fixture()

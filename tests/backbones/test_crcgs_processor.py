@@ -100,6 +100,13 @@ def test_processor_handles_paths_pil_images_and_lists(tmp_path, image_processor,
     assert "text_features" not in no_bow and processor.bow_min_count == 1
 
 
+def test_tokenizer_fixture_knows_the_caption_words(tokenizer):
+    # transformers 5 ignores ``BertTokenizer(vocab_file=...)``: every word would become [UNK].
+    ids = CRCGSProcessor(tokenizer=tokenizer)(text="a dog on the grass")["input_ids"][0]
+    assert tokenizer.unk_token_id not in ids.tolist()
+    assert len(tokenizer) > 20
+
+
 def test_processor_round_trip_and_auto_processor(tmp_path, image_processor, tokenizer):
     processor = CRCGSProcessor(image_processor, tokenizer, bow_binary=False, max_length=12)
     processor.fit_bow(CAPTIONS, min_count=2)
