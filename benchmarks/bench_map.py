@@ -16,8 +16,8 @@ the process baseline, sampled every 5 ms, plus the tracemalloc peak of Python/nu
 Run: ``python benchmarks/bench_map.py`` (about 1-2 minutes on 2 cores; ``--quick`` for a smaller run).
 Timings are wall-clock on a shared machine: compare the ratios, which are measured in the same process.
 ``--background_load N`` keeps N busy-looping processes running during the timings (a loaded machine:
-does the thread pool of the bit path still pay off?). The number of threads of ``mean_average_precision``
-is ``torch.get_num_threads()``; its results are bit-identical for any number (checked below).
+does the thread pool of the bit path still pay off?). "N threads" below means ``torch.set_num_threads(N)``
+plus the opt-in thread pool ``CRCGS_MAP_THREADS=N``; results are bit-identical for any number (checked).
 """
 
 from __future__ import annotations
@@ -150,12 +150,18 @@ class PeakRss:
 
 
 def with_threads(num_threads: int, fn, *args, **kwargs):
-    previous = torch.get_num_threads()
+    """Call with ``num_threads`` torch threads and bit-path thread pool (``CRCGS_MAP_THREADS``)."""
+    previous, previous_pool = torch.get_num_threads(), os.environ.get("CRCGS_MAP_THREADS")
     torch.set_num_threads(num_threads)
+    os.environ["CRCGS_MAP_THREADS"] = str(num_threads)
     try:
         return fn(*args, **kwargs)
     finally:
         torch.set_num_threads(previous)
+        if previous_pool is None:
+            del os.environ["CRCGS_MAP_THREADS"]
+        else:
+            os.environ["CRCGS_MAP_THREADS"] = previous_pool
 
 
 def _spin(stop: multiprocessing.synchronize.Event) -> None:  # background load: one busy core
@@ -169,7 +175,7 @@ def bench_flickr_scale(num_query: int, num_database: int, python_subset: int, re
     threads = torch.get_num_threads()
     mean_average_precision(qc[:8], dc, ql[:8], dl)  # warm-up (imports, allocator)
     methods = {
-        f"ours, {threads} torch threads": lambda: with_threads(
+        f"ours, {threads} threads (thread pool)": lambda: with_threads(
             threads, mean_average_precision, qc, dc, ql, dl
         ),
         "ours, 1 torch thread (no thread pool)": lambda: with_threads(
@@ -197,7 +203,10 @@ def bench_flickr_scale(num_query: int, num_database: int, python_subset: int, re
     print(f"{'method':48s} {'seconds':>9s} {'mAP@all':>20s}  note (best of {repeats})")
     for name, seconds in best.items():
         print(f"{name:48s} {seconds:9.3f} {values[name]:20.17f}  {notes.get(name, '')}")
-    ours_n, ours_1 = best[f"ours, {threads} torch threads"], best["ours, 1 torch thread (no thread pool)"]
+    ours_n, ours_1 = (
+        best[f"ours, {threads} threads (thread pool)"],
+        best["ours, 1 torch thread (no thread pool)"],
+    )
     for name in ("(a) numpy loop, np.argsort default", "(a) numpy loop, stable argsort", name_py):
         print(
             f"speed-up vs {name[:34]:34s}: {best[name] / ours_1:7.1f}x (1 thread), "
@@ -205,7 +214,7 @@ def bench_flickr_scale(num_query: int, num_database: int, python_subset: int, re
         )
     ours = values["ours, 1 torch thread (no thread pool)"]
     print(
-        f"equal results: ours {threads} threads == 1 thread: {values[f'ours, {threads} torch threads'] == ours}; "
+        f"equal results: ours {threads} threads == 1 thread: {values[f'ours, {threads} threads (thread pool)'] == ours}; "
         f"ours == (a) stable: {abs(ours - values['(a) numpy loop, stable argsort']) < 1e-12}; "
         f"ours == (b) on its subset: {abs(m_ours_sub - m_py_sub) < 1e-12}; "
         f"(a) default argsort differs by {values['(a) numpy loop, np.argsort default'] - ours:+.2e}"
@@ -218,19 +227,17 @@ def bench_coco_scale(num_query: int, num_database: int) -> None:
     input_mib = sum(a.nbytes for a in (qc, dc, ql, dl)) / 2**20
     threads = torch.get_num_threads()
     for num_threads in sorted({1, threads}):
-        torch.set_num_threads(num_threads)
         tracemalloc.start()
         with PeakRss() as rss:
-            seconds, value = timed(mean_average_precision, qc, dc, ql, dl)
+            seconds, value = timed(with_threads, num_threads, mean_average_precision, qc, dc, ql, dl)
         _, traced_peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        print(f"mAP@all {value:.6f} in {seconds:.2f} s ({num_threads} torch threads)")
+        print(f"mAP@all {value:.6f} in {seconds:.2f} s ({num_threads} threads)")
         print(
             f"  peak RSS over baseline: {rss.delta_mib:.0f} MiB (inputs already resident: {input_mib:.0f} MiB); "
             f"tracemalloc peak (Python/numpy allocations): {traced_peak / 2**20:.0f} MiB; "
             f"process max RSS so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB"
         )
-    torch.set_num_threads(threads)
 
 
 def main() -> None:

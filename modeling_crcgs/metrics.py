@@ -19,15 +19,18 @@ chunk is vectorized: distances, label overlaps, one stable row-wise argsort, cum
 matrix-vector product. On accelerators this is torch (matrix products, ``torch.sort(stable=True)``). On
 CPU, Hamming distances and label overlaps are popcounts of XOR / AND of packed 64-bit words and the
 stable argsort is numpy's (an O(N) radix sort for small integers), several times faster there than
-float products and torch's merge sort; with ``torch.get_num_threads()`` > 1 (set it with
-``torch.set_num_threads``), that many threads rank the next query chunks while the current one is
-reduced, and chunks are reduced in order, so every figure is bit-identical for any thread count. Both
+float products and torch's merge sort. Opt-in thread pool: with the environment variable
+``CRCGS_MAP_THREADS`` set to N > 1 (or ``auto``: ``torch.get_num_threads()``), N threads rank the next query
+chunks while the current one is reduced; chunks are reduced in order, so every figure is bit-identical for
+any thread count. Off by default: on 2 cores it is ~1.4x faster when both are free but ~1.5x slower when
+another process keeps one busy (benchmarks/bench_map.py). Both
 paths give the same, unique, stable order and the same integers (tests check both).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -311,13 +314,24 @@ class _Ranked:
         return self.hits[:, -1]
 
 
+def _pool_threads() -> int:
+    """Threads of the bit path: ``CRCGS_MAP_THREADS`` (a positive integer or ``auto`` for
+    ``torch.get_num_threads()``); unset: 1, no thread pool."""
+    value = os.environ.get("CRCGS_MAP_THREADS", "1").strip()
+    if value == "auto":
+        return torch.get_num_threads()
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"CRCGS_MAP_THREADS must be a positive integer or 'auto', got {value!r}")
+    return int(value)
+
+
 def _ranked_chunks(
     prepared: _Prepared, chunk_size: Optional[int], memory_budget_bytes: int, shared_counts: bool = False
 ) -> Iterator[_Ranked]:
     """Rank the queries chunk by chunk: ascending distance, ties by ascending database index.
 
     ``shared_counts``: also return the number of shared labels (graded relevance). Bit path: up to
-    ``torch.get_num_threads()`` worker threads rank chunks ahead of the caller (1: no thread pool).
+    ``_pool_threads()`` worker threads rank chunks ahead of the caller (1: no thread pool).
     """
     size = _chunk_size(prepared.num_database, memory_budget_bytes, chunk_size)
     starts = range(0, prepared.num_queries, size)
@@ -329,7 +343,7 @@ def _ranked_chunks(
         hits = relevance.cumsum(dim=1, dtype=torch.int32)
         return _Ranked(dist, order, relevance, hits, overlap if shared_counts else None)
 
-    workers = min(torch.get_num_threads(), len(starts) - 1) if prepared.bit_ops else 0
+    workers = min(_pool_threads(), len(starts) - 1) if prepared.bit_ops else 0
     if workers < 1:
         yield from map(rank, starts)
         return
