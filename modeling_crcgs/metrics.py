@@ -22,8 +22,8 @@ stable argsort is numpy's (an O(N) radix sort for small integers), several times
 float products and torch's merge sort. Opt-in thread pool: with the environment variable
 ``CRCGS_MAP_THREADS`` set to N > 1 (or ``auto``: ``torch.get_num_threads()``), N threads rank the next query
 chunks while the current one is reduced; chunks are reduced in order, so every figure is bit-identical for
-any thread count. Off by default: on 2 cores it is ~1.4x faster when both are free but ~1.5x slower when
-another process keeps one busy (benchmarks/bench_map.py). Both
+any thread count. Off by default: on 2 cores it is ~1.3-1.4x faster when both are free, about even when
+one busy process shares them, and up to ~1.5x slower when several do (benchmarks/bench_map.py). Both
 paths give the same, unique, stable order and the same integers (tests check both).
 """
 
