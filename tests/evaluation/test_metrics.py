@@ -288,6 +288,27 @@ def test_retrieval_metrics_one_pass_matches_separate_functions():
     assert M.default_k_values(157)[0] == 1 and M.default_k_values(157)[-1] == 157
 
 
+@pytest.mark.parametrize("threads", ["2", "3", "auto"])
+def test_chunk_thread_pool_gives_bit_identical_results(monkeypatch, threads):
+    qc, dc, ql, dl = tie_heavy(num_query=41, num_database=157, seed=3)
+    ks = [1, 10, 157]
+    monkeypatch.setenv("CRCGS_MAP_THREADS", "1")
+    serial = M.retrieval_metrics(qc, dc, ql, dl, top_k=len(qc), k_values=ks, chunk_size=4)
+    serial_ndcg = M.ndcg_at_k(qc, dc, ql, dl, top_k=10, chunk_size=4)
+    monkeypatch.setenv("CRCGS_MAP_THREADS", threads)
+    assert M.retrieval_metrics(qc, dc, ql, dl, top_k=len(qc), k_values=ks, chunk_size=4) == serial
+    assert M.ndcg_at_k(qc, dc, ql, dl, top_k=10, chunk_size=4) == serial_ndcg
+    assert serial["map_all"] == pytest.approx(ref_map(qc, dc, ql, dl), abs=1e-12)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_chunk_thread_pool_setting_is_validated(monkeypatch, value):
+    monkeypatch.setenv("CRCGS_MAP_THREADS", value)
+    qc, dc, ql, dl = tie_heavy()
+    with pytest.raises(ValueError, match="CRCGS_MAP_THREADS"):
+        M.mean_average_precision(qc, dc, ql, dl)
+
+
 def test_memory_budget_sets_chunk_size():
     assert M._chunk_size(1000, M._BYTES_PER_PAIR * 1000 * 7, None) == 7
     assert M._chunk_size(10**9, 1, None) == 1
