@@ -19,7 +19,7 @@ import torch
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
-__all__ = ["num_packed_bytes", "pack_codes", "unpack_codes", "to_signed_codes"]
+__all__ = ["num_packed_bytes", "pack_codes", "sign_codes", "unpack_codes", "to_signed_codes"]
 
 # Bit weights of one byte, most significant bit first (numpy.packbits order).
 _BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)
@@ -125,6 +125,11 @@ def unpack_codes(packed: ArrayLike, num_bits: int) -> ArrayLike:
         )
     signed = bits[:, :num_bits].to(torch.int8) * 2 - 1
     return _back(signed, was_numpy)
+
+
+def sign_codes(logits: torch.Tensor) -> torch.Tensor:
+    """Codes ``sign(logits)`` as ``int8`` in {-1, +1}, with sign(0) taken as +1 (so every bit is set)."""
+    return torch.where(logits >= 0, 1, -1).to(torch.int8)
 
 
 def to_signed_codes(codes: ArrayLike, num_bits: int | None = None) -> ArrayLike:

@@ -32,6 +32,7 @@ from transformers.utils import ModelOutput
 
 from .backbones import BackboneEncoder, BackboneTower
 from .configuration_crcgs import CRCGSConfig
+from .hashing import sign_codes
 from .lora import save_model_adapters
 from .losses import (
     adversarial_loss,
@@ -439,7 +440,7 @@ class CRCGSModel(CRCGSPreTrainedModel):
         """
         embeds = _check_matrix(embeds, "embeds", self.config.common_dim, self.dtype)
         logits = self.hash_head(embeds, apply_dropout=False)
-        return torch.where(logits >= 0, 1, -1).to(torch.int8)
+        return sign_codes(logits)
 
     @torch.no_grad()
     def get_image_hash_codes(

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from modeling_crcgs.hashing import sign_codes
+
 
 @torch.no_grad()
 def encode_split(
@@ -40,18 +42,13 @@ def encode_split(
             "index": index,
         }
         if with_codes:
-            values["image_codes"] = _sign(out.image_hash_logits)
-            values["text_codes"] = _sign(out.text_hash_logits)
+            values["image_codes"] = sign_codes(out.image_hash_logits)
+            values["text_codes"] = sign_codes(out.text_hash_logits)
         gathered = accelerator.gather_for_metrics(values)
         for key, value in gathered.items():
             parts.setdefault(key, []).append(value.cpu())
     retrieval_model.train(was_training)
     return {key: torch.cat(chunks) for key, chunks in parts.items()}
-
-
-def _sign(logits: torch.Tensor) -> torch.Tensor:
-    """Codes in {-1, +1} (0 maps to +1, as `sign` ties are broken in the hash utilities)."""
-    return torch.where(logits >= 0, 1, -1).to(torch.int8)
 
 
 def check_each_item_once(encoded: dict[str, torch.Tensor], num_items: int) -> None:

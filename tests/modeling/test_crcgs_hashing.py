@@ -82,3 +82,11 @@ def test_to_signed_codes_accepts_the_three_forms():
 def test_bad_codes_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_sign_codes_map_zero_to_plus_one():
+    from modeling_crcgs.hashing import sign_codes
+
+    codes = sign_codes(torch.tensor([[-0.5, 0.0, 2.0], [-0.0, -3.0, 1e-9]]))
+    assert codes.dtype == torch.int8
+    assert codes.tolist() == [[-1, 1, 1], [1, -1, 1]]
