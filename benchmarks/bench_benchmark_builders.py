@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -29,11 +28,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dataset_scripts._bag_of_words import build_bag_of_words  # noqa: E402
-from dataset_scripts._benchmark_readers import MatlabImages  # noqa: E402
-from dataset_scripts._raw_formats import read_integer_matrix  # noqa: E402
+from dataset_scripts._bag_of_words import build_bag_of_words
+from dataset_scripts._benchmark_readers import MatlabImages
+from dataset_scripts._raw_formats import read_integer_matrix
 
 
 def _timed(fn):

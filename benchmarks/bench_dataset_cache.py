@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,9 +31,7 @@ import datasets
 import numpy as np
 import scipy.io
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dataset_scripts import get_builder_class, load_crcgs_dataset  # noqa: E402
+from dataset_scripts import get_builder_class, load_crcgs_dataset
 
 
 def _write_features_folder(folder: Path, rows: int, image_dim: int, text_dim: int, num_labels: int) -> None:

@@ -22,7 +22,6 @@ import multiprocessing
 import os
 import resource
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -98,7 +97,6 @@ def write_mat_v73(folder: Path, rows: int, image_dim: int, text_dim: int, num_la
 
 def _prepare_child(data_dir: str, cache_dir: str, chunk_rows: int, connection) -> None:
     """Runs in a fresh process: prepare the dataset and report memory and time."""
-    sys.path.insert(0, str(REPO_ROOT))
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     from dataset_scripts import load_crcgs_dataset
 

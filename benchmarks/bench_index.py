@@ -1,4 +1,4 @@
-"""Search throughput and recall of :class:`modeling_crcgs.index.HashIndex` on packed 64-bit codes.
+"""Search throughput and recall of :class:`modeling_crcgs.retrieval.index.HashIndex` on packed 64-bit codes.
 
 Run from the repository root::
 
@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from modeling_crcgs.index import HashIndex
+from modeling_crcgs.retrieval.index import HashIndex
 
 _BYTE_POPCOUNT = np.array([bin(b).count("1") for b in range(256)], dtype=np.uint8)
 

@@ -1,4 +1,4 @@
-"""Speed and memory of ``modeling_crcgs.metrics.mean_average_precision`` (mAP@all, Hamming ranking).
+"""Speed and memory of ``modeling_crcgs.retrieval.metrics.mean_average_precision`` (mAP@all, Hamming ranking).
 
 Compares, in one process on the same random data:
 
@@ -40,7 +40,7 @@ import tracemalloc  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from modeling_crcgs.metrics import mean_average_precision  # noqa: E402
+from modeling_crcgs.retrieval.metrics import mean_average_precision  # noqa: E402
 
 
 def random_problem(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,12 +26,10 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, BertTokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from modeling_crcgs.backbones import BackboneEncoder, BackboneTower, resolve_backbone_config  # noqa: E402
-from modeling_crcgs.modeling_crcgs import FeatureTower  # noqa: E402
-from modeling_crcgs.processing_crcgs import CRCGSProcessor  # noqa: E402
-from tests.crcgs_test_utils import (  # noqa: E402
+from modeling_crcgs.backbones import BackboneEncoder, BackboneTower, resolve_backbone_config
+from modeling_crcgs.networks import FeatureTower
+from modeling_crcgs.processing_crcgs import CRCGSProcessor
+from tests.crcgs_test_utils import (
     WORDPIECE_SPECIALS,
     tiny_bert_config,
     tiny_image_processor,

@@ -13,22 +13,16 @@ absolute numbers move with the load, the ratio of the last section is the figure
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # dataset_scripts/ and training/ are repository folders
-    sys.path.insert(0, str(REPO_ROOT))
+import torch
+from accelerate import Accelerator
 
-import torch  # noqa: E402
-from accelerate import Accelerator  # noqa: E402
-
-from modeling_crcgs import CRCGSForPreTraining  # noqa: E402
-from training.arguments import parse_args  # noqa: E402
-from training.data import data_dims  # noqa: E402
-from training.model_setup import build_config  # noqa: E402
-from training.stages import hash_model_from, hash_unit, student_unit, teacher_unit  # noqa: E402
+from modeling_crcgs import CRCGSForPreTraining
+from training.arguments import parse_args
+from training.data import data_dims
+from training.model_setup import build_config
+from training.stages import hash_model_from, hash_unit, student_unit, teacher_unit
 
 MIRFLICKR_DIMS = {"image_dim": 4096, "vocab_size": 1386, "num_labels": 24}
 

@@ -37,7 +37,7 @@ from . import _bag_of_words, _benchmark_readers, _raw_formats
 from ._benchmark_readers import MatlabImages, nonempty_rows, subset_source
 from .common import (
     CRCGSBuilder,
-    CRCGSConfig,
+    CRCGSBuilderConfig,
     SourceData,
     load_array,
     open_matrix,
@@ -49,8 +49,8 @@ LAYOUTS: tuple[str, ...] = ("mat_images", "mat_features", "official")
 
 
 @dataclasses.dataclass
-class BenchmarkConfig(CRCGSConfig):
-    """Options shared by the benchmark builders (plus the split options of ``CRCGSConfig``).
+class BenchmarkConfig(CRCGSBuilderConfig):
+    """Options shared by the benchmark builders (plus the split options of ``CRCGSBuilderConfig``).
 
     layout (`str`, defaults to ``"mat_images"``): ``"mat_images"``, ``"mat_features"`` or ``"official"``.
     images_file, images_key (`str`): the MATLAB image array (``*-iall.mat``, ``IAll``).

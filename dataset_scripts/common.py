@@ -3,11 +3,11 @@
 How a builder uses this module
 ------------------------------
 A dataset module (``dataset_scripts/<name>.py``) defines ``_CITATION``, ``_DESCRIPTION``, ``_HOMEPAGE``,
-``_LICENSE``, a ``CRCGSConfig`` subclass (or instances of it) carrying the protocol defaults, and one
+``_LICENSE``, a ``CRCGSBuilderConfig`` subclass (or instances of it) carrying the protocol defaults, and one
 ``CRCGSBuilder`` subclass that implements only two methods::
 
     class MyBuilder(CRCGSBuilder):
-        BUILDER_CONFIG_CLASS = MyConfig            # a CRCGSConfig subclass
+        BUILDER_CONFIG_CLASS = MyConfig            # a CRCGSBuilderConfig subclass
         BUILDER_CONFIGS = [MyConfig(name="default", num_query=2000, num_validation=2000, num_train=10000)]
         DEFAULT_CONFIG_NAME = "default"
         CITATION, DESCRIPTION, HOMEPAGE, LICENSE = _CITATION, _DESCRIPTION, _HOMEPAGE, _LICENSE
@@ -92,7 +92,7 @@ __all__ = [
     "SPLITS",
     "ArrayRows",
     "CRCGSBuilder",
-    "CRCGSConfig",
+    "CRCGSBuilderConfig",
     "H5Rows",
     "MissingFileError",
     "NpyRows",
@@ -129,7 +129,7 @@ _RECIPE_MARKER = "crcgs_split_recipe: "
 
 
 @dataclasses.dataclass
-class CRCGSConfig(datasets.BuilderConfig):
+class CRCGSBuilderConfig(datasets.BuilderConfig):
     """Options shared by every crcgs builder (each overridable as a keyword of the builder / loader).
 
     Split recipe, in order of precedence:
@@ -155,8 +155,8 @@ class CRCGSConfig(datasets.BuilderConfig):
     chunk_rows: int = 4096
 
 
-def split_method(config: CRCGSConfig) -> str:
-    """``"file"``, ``"class_balanced"`` or ``"random"``, by the precedence documented on ``CRCGSConfig``."""
+def split_method(config: CRCGSBuilderConfig) -> str:
+    """``"file"``, ``"class_balanced"`` or ``"random"``, by the precedence documented on ``CRCGSBuilderConfig``."""
     if config.split_file:
         return "file"
     per_class = (config.query_per_class, config.validation_per_class, config.train_per_class)
@@ -170,7 +170,7 @@ def split_method(config: CRCGSConfig) -> str:
     return "random"
 
 
-def describe_split_recipe(config: CRCGSConfig) -> dict[str, Any]:
+def describe_split_recipe(config: CRCGSBuilderConfig) -> dict[str, Any]:
     """The split recipe of ``config`` as a JSON-able dict (recorded in the DatasetInfo description)."""
     method = split_method(config)
     recipe: dict[str, Any] = {"method": method, "database": "all rows not in query"}
@@ -198,9 +198,9 @@ def describe_split_recipe(config: CRCGSConfig) -> dict[str, Any]:
 
 
 def make_splits(
-    config: CRCGSConfig, labels: np.ndarray, *, label_names: Sequence[str] | None = None
+    config: CRCGSBuilderConfig, labels: np.ndarray, *, label_names: Sequence[str] | None = None
 ) -> dict[str, np.ndarray]:
-    """The four splits of a source with ``labels`` (N, L) following ``config`` (see ``CRCGSConfig``)."""
+    """The four splits of a source with ``labels`` (N, L) following ``config`` (see ``CRCGSBuilderConfig``)."""
     num_rows = labels.shape[0]
     method = split_method(config)
     if method == "file":
@@ -291,7 +291,7 @@ def label_names(ds_or_split: Any) -> list[str]:
 
 
 def make_info(
-    config: CRCGSConfig,
+    config: CRCGSBuilderConfig,
     features: datasets.Features,
     *,
     description: str,
@@ -422,7 +422,7 @@ class CRCGSBuilder(datasets.GeneratorBasedBuilder, abc.ABC):
     the info from the source, so ``download_mode="force_redownload"`` writes the current features.
     """
 
-    BUILDER_CONFIG_CLASS = CRCGSConfig
+    BUILDER_CONFIG_CLASS = CRCGSBuilderConfig
     CITATION: ClassVar[str] = ""
     DESCRIPTION: ClassVar[str] = ""
     HOMEPAGE: ClassVar[str] = ""

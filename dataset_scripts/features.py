@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .common import (
     CRCGSBuilder,
-    CRCGSConfig,
+    CRCGSBuilderConfig,
     MissingFileError,
     SourceData,
     load_array,
@@ -56,8 +56,8 @@ _LABEL_NAMES_FILE = "label_names.txt"
 
 
 @dataclasses.dataclass
-class FeaturesConfig(CRCGSConfig):
-    """Options of the ``features`` builder (plus the split options of ``CRCGSConfig``).
+class FeaturesConfig(CRCGSBuilderConfig):
+    """Options of the ``features`` builder (plus the split options of ``CRCGSBuilderConfig``).
 
     data_file (`str`, *optional*): the archive (.npz/.mat/.h5) in ``data_dir`` (or an absolute path);
         default: the three ``.npy`` files, else the only archive in ``data_dir``.

@@ -31,7 +31,7 @@ import io
 
 import numpy as np
 
-from .common import ArrayRows, CRCGSBuilder, CRCGSConfig, SourceData, make_features
+from .common import ArrayRows, CRCGSBuilder, CRCGSBuilderConfig, SourceData, make_features
 
 _CITATION = ""
 _DESCRIPTION = (
@@ -45,7 +45,7 @@ _LICENSE = "Apache-2.0 (generated data)"
 
 
 @dataclasses.dataclass
-class SyntheticConfig(CRCGSConfig):
+class SyntheticConfig(CRCGSBuilderConfig):
     """Sizes and generator knobs of the synthetic dataset (defaults: a few minutes of full training on 2 cores).
 
     num_items (`int`, defaults to 4000), num_labels (24), image_dim (512), vocab_size (500): sizes.
@@ -206,7 +206,7 @@ class Synthetic(CRCGSBuilder):
             with_text=config.with_text,
         )
         # every generator knob (SyntheticConfig's own fields); the split options are in the recipe already
-        shared = {field.name for field in dataclasses.fields(CRCGSConfig)}
+        shared = {field.name for field in dataclasses.fields(CRCGSBuilderConfig)}
         generator = {
             field.name: getattr(config, field.name)
             for field in dataclasses.fields(SyntheticConfig)

@@ -1,4 +1,4 @@
-"""Build a Hamming search index (:class:`modeling_crcgs.index.HashIndex`) and save it to a folder.
+"""Build a Hamming search index (:class:`modeling_crcgs.retrieval.index.HashIndex`) and save it to a folder.
 
 Exactly one source of codes::
 
@@ -19,20 +19,11 @@ Exactly one source of codes::
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-# `python evaluation/build_index.py` puts `evaluation/` first on sys.path, where `evaluation/evaluate.py`
-# would shadow the Hugging Face `evaluate` library: drop that entry. `dataset_scripts/` and `evaluation/`
-# are repository folders, not installed packages: add the repository root instead.
-SCRIPT_DIR, REPO_ROOT = Path(__file__).resolve().parent, Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != SCRIPT_DIR]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from evaluation.encode_dataset import (  # noqa: E402
+from evaluation.encode_dataset import (
     DatasetArguments,
     check_npy_files,
     given_source,
@@ -92,8 +83,8 @@ def build_index(data_args: DatasetArguments, args: BuildIndexArguments) -> Any:
     """The :class:`HashIndex` described by the arguments (not saved)."""
     import numpy as np
 
-    from modeling_crcgs.encoding import load_shards
-    from modeling_crcgs.index import HashIndex
+    from modeling_crcgs.retrieval.encoding import load_shards
+    from modeling_crcgs.retrieval.index import HashIndex
 
     if args.codes is not None:
         codes = np.load(args.codes, allow_pickle=False)

@@ -8,7 +8,7 @@ Examples (from the repository root)::
     accelerate launch --num_processes 4 evaluation/encode_dataset.py --model_dir ... --output_dir ...
 
 The output folder holds ``manifest.json`` and ``shard_{i:05d}.safetensors`` (``ids``, ``image_embeds``,
-``image_codes``, ``text_embeds``, ``text_codes``): see :func:`modeling_crcgs.encoding.encode_dataset_to_shards`.
+``image_codes``, ``text_embeds``, ``text_codes``): see :func:`modeling_crcgs.retrieval.encoding.encode_dataset_to_shards`.
 Rerunning the same command after a crash encodes only the missing shards. ``evaluation/build_index.py
 --shards_dir`` turns the folder into a search index.
 
@@ -21,20 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-# `python evaluation/encode_dataset.py` puts `evaluation/` first on sys.path, where `evaluation/evaluate.py`
-# would shadow the Hugging Face `evaluate` library: drop that entry. `dataset_scripts/` and `evaluation/`
-# are repository folders, not installed packages: add the repository root instead.
-SCRIPT_DIR, REPO_ROOT = Path(__file__).resolve().parent, Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != SCRIPT_DIR]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from accelerate.logging import get_logger  # noqa: E402
+from accelerate.logging import get_logger
 
 logger = get_logger(__name__)
 
@@ -151,7 +142,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     from accelerate import Accelerator
     from transformers import HfArgumentParser
 
-    from modeling_crcgs.encoding import encode_dataset_to_shards
+    from modeling_crcgs.retrieval.encoding import encode_dataset_to_shards
 
     # 1. arguments
     parser = HfArgumentParser((DatasetArguments, EncodeArguments))

@@ -1,4 +1,4 @@
-"""Query a saved :class:`modeling_crcgs.index.HashIndex`; print (or write) the top-k ids and distances as JSON.
+"""Query a saved :class:`modeling_crcgs.retrieval.index.HashIndex`; print (or write) the top-k ids and distances as JSON.
 
 Exactly one source of queries::
 
@@ -20,20 +20,11 @@ Ids of -1 mark empty result slots (k larger than the index, or an approximate in
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-# `python evaluation/search.py` puts `evaluation/` first on sys.path, where `evaluation/evaluate.py`
-# would shadow the Hugging Face `evaluate` library: drop that entry. `dataset_scripts/` and `evaluation/`
-# are repository folders, not installed packages: add the repository root instead.
-SCRIPT_DIR, REPO_ROOT = Path(__file__).resolve().parent, Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != SCRIPT_DIR]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from evaluation.encode_dataset import (  # noqa: E402
+from evaluation.encode_dataset import (
     DatasetArguments,
     check_npy_files,
     given_source,
@@ -80,8 +71,8 @@ def run_search(data_args: DatasetArguments, args: SearchArguments) -> dict[str, 
     """Search the index and return the JSON-ready result."""
     import numpy as np
 
-    from modeling_crcgs.encoding import encode_split_arrays
-    from modeling_crcgs.index import HashIndex
+    from modeling_crcgs.retrieval.encoding import encode_split_arrays
+    from modeling_crcgs.retrieval.index import HashIndex
 
     index = HashIndex.load(args.index_dir)
     if args.query_codes is not None:
@@ -126,7 +117,7 @@ def run_search(data_args: DatasetArguments, args: SearchArguments) -> dict[str, 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     from transformers import HfArgumentParser
 
-    from modeling_crcgs.encoding import atomic_write
+    from modeling_crcgs.utils import atomic_write
 
     parser = HfArgumentParser((DatasetArguments, SearchArguments))
     data_args, args = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from transformers import AutoConfig, PreTrainedConfig
 
 from .backbones import set_backbone_fields, validate_backbone_fields
+from .utils import check_positive_int
 
 __all__ = ["CRCGSConfig"]
 
@@ -257,7 +258,7 @@ class CRCGSConfig(PreTrainedConfig):
     def validate_crcgs(self) -> None:
         """Check every CRCGS field; raise ValueError naming the first field that is out of range."""
         for name in _POSITIVE_INTS:
-            _check_positive_int(getattr(self, name), name)
+            check_positive_int(name, getattr(self, name))
         if not isinstance(self.num_labels, int) or isinstance(self.num_labels, bool) or self.num_labels < 1:
             raise ValueError(f"num_labels must be an integer >= 1, got {self.num_labels!r}")
         if (
@@ -273,9 +274,9 @@ class CRCGSConfig(PreTrainedConfig):
             if name == "tower_hidden_dims" and not dims:
                 raise ValueError("tower_hidden_dims must list at least one width, got []")
             for i, dim in enumerate(dims):
-                _check_positive_int(dim, f"{name}[{i}]")
+                check_positive_int(f"{name}[{i}]", dim)
         if self.hash_hidden_dim is not None:
-            _check_positive_int(self.hash_hidden_dim, "hash_hidden_dim")
+            check_positive_int("hash_hidden_dim", self.hash_hidden_dim)
         for name in _DROPOUTS:
             value = getattr(self, name)
             if not _is_real(value) or not 0.0 <= value < 1.0:
@@ -291,7 +292,7 @@ class CRCGSConfig(PreTrainedConfig):
         if not isinstance(self.dis_iter, int) or isinstance(self.dis_iter, bool) or self.dis_iter < 0:
             raise ValueError(f"dis_iter must be an integer >= 0, got {self.dis_iter!r}")
         if self.contrastive_n_data is not None:
-            _check_positive_int(self.contrastive_n_data, "contrastive_n_data")
+            check_positive_int("contrastive_n_data", self.contrastive_n_data)
         if not _is_real(self.contrastive_eps) or not 0.0 <= self.contrastive_eps < 1.0:
             raise ValueError(f"contrastive_eps must be a number in [0, 1), got {self.contrastive_eps!r}")
         validate_backbone_fields(self)
@@ -299,11 +300,6 @@ class CRCGSConfig(PreTrainedConfig):
 
 def _is_real(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_positive_int(value: object, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _as_int_list(value: Sequence[int], name: str) -> list[int]:

@@ -20,17 +20,15 @@ from typing import Any
 
 from torch import nn
 
+from .utils import replace_directory
+
 __all__ = [
-    "ADAPTER_DIRS",
     "DEFAULT_LORA_OPTIONS",
     "apply_lora",
     "find_lora_target_modules",
     "load_lora_adapter",
-    "merge_lora_checkpoint",
-    "merge_model_adapters",
     "resolve_lora_options",
     "save_lora_adapter",
-    "save_model_adapters",
 ]
 
 DEFAULT_LORA_OPTIONS: dict[str, Any] = {
@@ -139,17 +137,6 @@ def apply_lora(backbone: nn.Module, options: dict[str, Any]) -> nn.Module:
     return get_peft_model(backbone, lora_config)
 
 
-def _replace_directory(tmp_dir: str, target: str) -> None:
-    """Move the finished ``tmp_dir`` onto ``target`` (a directory), replacing what was there."""
-    old = None
-    if os.path.exists(target):
-        old = tempfile.mkdtemp(prefix=".old-", dir=os.path.dirname(target))
-        os.replace(target, os.path.join(old, "adapter"))
-    os.replace(tmp_dir, target)
-    if old is not None:
-        shutil.rmtree(old)
-
-
 def save_lora_adapter(peft_model: nn.Module, save_directory: str) -> None:
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` of ``peft_model`` into ``save_directory``.
 
@@ -161,7 +148,7 @@ def save_lora_adapter(peft_model: nn.Module, save_directory: str) -> None:
     tmp_dir = tempfile.mkdtemp(prefix=".tmp-adapter-", dir=parent)
     try:
         peft_model.save_pretrained(tmp_dir, safe_serialization=True)
-        _replace_directory(tmp_dir, os.path.abspath(save_directory))
+        replace_directory(tmp_dir, os.path.abspath(save_directory))
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
@@ -178,78 +165,3 @@ def load_lora_adapter(backbone: nn.Module, adapter_directory: str, is_trainable:
     if not os.path.isfile(os.path.join(adapter_directory, "adapter_config.json")):
         raise ValueError(f"adapter_directory {adapter_directory!r} has no adapter_config.json")
     return PeftModel.from_pretrained(backbone, adapter_directory, is_trainable=is_trainable)
-
-
-# Adapter folder of each tower inside a model checkpoint.
-ADAPTER_DIRS = {"image": "image_adapter", "text": "text_adapter"}
-_FINETUNING_FIELD = {"image": "vision_finetuning", "text": "text_finetuning"}
-
-
-def _lora_encoders(model: nn.Module) -> dict[str, nn.Module]:
-    """The ``BackboneEncoder``s of ``model`` under LoRA, keyed by modality (one per modality)."""
-    from .backbones import BackboneEncoder
-
-    found: dict[str, nn.Module] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, BackboneEncoder) and module.finetuning == "lora":
-            if module.modality in found:
-                raise ValueError(f"model has two LoRA {module.modality} backbones; the second is at {name!r}")
-            found[module.modality] = module
-    return found
-
-
-def save_model_adapters(model: nn.Module, save_directory: str) -> list[str]:
-    """Save each LoRA tower's adapter into ``save_directory/{image,text}_adapter/``; returns the folders.
-
-    The adapters are also inside the model's own ``model.safetensors``; these folders are the standard
-    ``peft`` format, loadable onto the plain backbone with :func:`load_lora_adapter`.
-    """
-    written = []
-    for modality, encoder in _lora_encoders(model).items():
-        target = os.path.join(save_directory, ADAPTER_DIRS[modality])
-        save_lora_adapter(encoder.backbone, target)
-        written.append(target)
-    return written
-
-
-def merge_model_adapters(model: nn.Module) -> nn.Module:
-    """Fold every LoRA adapter of ``model`` into its backbone, in place; the config says ``"full"`` after.
-
-    The merged model computes the same outputs as the adapted one (up to float rounding) with plain
-    backbones, so its checkpoint loads without ``peft``.
-    """
-    encoders = _lora_encoders(model)
-    if not encoders:
-        raise ValueError("model has no LoRA backbone to merge (vision_finetuning/text_finetuning != 'lora')")
-    for modality, encoder in encoders.items():
-        encoder.merge_adapter()
-        setattr(model.config, _FINETUNING_FIELD[modality], "full")
-    return model
-
-
-def merge_lora_checkpoint(model_directory: str, output_directory: str) -> str:
-    """Load a LoRA CRCGS checkpoint, merge its adapters and save a plain checkpoint (plus its processor).
-
-    Writes into a temporary folder next to ``output_directory`` that then replaces it. Returns
-    ``output_directory``.
-    """
-    from transformers import AutoModel
-
-    from .processing_crcgs import CRCGSProcessor
-
-    if not os.path.isfile(os.path.join(model_directory, "config.json")):
-        raise ValueError(f"model_directory {model_directory!r} has no config.json")
-    model = AutoModel.from_pretrained(model_directory)
-    merge_model_adapters(model)
-    output_directory = os.path.abspath(output_directory)
-    os.makedirs(os.path.dirname(output_directory), exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".tmp-merged-", dir=os.path.dirname(output_directory))
-    try:
-        model.save_pretrained(tmp_dir)
-        if os.path.isfile(os.path.join(model_directory, "processor_config.json")):
-            CRCGSProcessor.from_pretrained(model_directory).save_pretrained(tmp_dir)
-        _replace_directory(tmp_dir, output_directory)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
-    return output_directory

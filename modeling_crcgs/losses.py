@@ -1,16 +1,20 @@
-"""The CRCGS losses (METHOD.md "Student losses" and "Hash-head losses"), one function per term.
+"""The CRCGS losses (METHOD.md "Student losses" and "Hash-head losses"): one function per term, and two
+small ``nn.Module``s that own the weights and temperatures and sum the weighted terms (the open_clip
+``ClipLoss`` pattern): :class:`CRCGSStudentLoss` and :class:`CRCGSHashLoss`, built with ``from_config``.
 
-Each function computes the unweighted term of METHOD.md (the model multiplies by the config weight and
-skips a term whose weight is 0). All of them are batched matrix expressions: no Python loop runs over
-samples or labels. Notation: B = batch size, L = number of labels, ``cosh(a, b) = cos(a, b) / 2``.
+Each function computes the unweighted term of METHOD.md; a module skips a term whose weight is 0. All of
+them are batched matrix expressions: no Python loop runs over samples or labels. Notation: B = batch size,
+L = number of labels, ``cosh(a, b) = cos(a, b) / 2``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 __all__ = [
     "cosine_similarity_matrix",
@@ -23,9 +27,12 @@ __all__ = [
     "crd_nce_loss",
     "contrastive_loss",
     "support_set_loss",
-    "hash_loss",
-    "hash_loss_terms",
+    "hash_similarity_loss",
+    "hash_label_loss",
+    "hash_quantization_loss",
     "reconstruction_loss",
+    "CRCGSStudentLoss",
+    "CRCGSHashLoss",
 ]
 
 # Guards the norms of cosine similarities against zero vectors.
@@ -62,9 +69,9 @@ def similarity_likelihood_loss(a: torch.Tensor, b: torch.Tensor, similarity: tor
 
 def base_loss(
     image_embeds: torch.Tensor,
-    text_embeds: torch.Tensor,
+    text_embeds: Optional[torch.Tensor],
     image_logits: torch.Tensor,
-    text_logits: torch.Tensor,
+    text_logits: Optional[torch.Tensor],
     labels: torch.Tensor,
     label_weight: float = 1.0,
     similarity_weight: float = 1.0,
@@ -74,6 +81,8 @@ def base_loss(
 
     ``L_o = phi [BCE(p, y) + BCE(q, y)] + alpha [J(u,u) + J(u,v) + J(v,v)] + beta mean_i ||u_i - v_i||_2``
     with BCE = binary cross-entropy with logits, mean over all entries. A term whose weight is 0 is skipped.
+    With one modality X (``text_embeds`` and ``text_logits`` None; X may be either modality):
+    ``phi BCE(C X, y) + alpha J(X, X)``.
 
     Args:
         image_embeds, text_embeds: u, v of shape (B, d). image_logits, text_logits: p, q of shape (B, L).
@@ -82,6 +91,13 @@ def base_loss(
     """
     y = labels.to(image_logits.dtype)
     loss = image_embeds.new_zeros(())
+    if text_embeds is None or text_logits is None:
+        if label_weight:
+            loss = loss + label_weight * F.binary_cross_entropy_with_logits(image_logits, y)
+        if similarity_weight:
+            s = label_similarity(y, y)
+            loss = loss + similarity_weight * similarity_likelihood_loss(image_embeds, image_embeds, s)
+        return loss
     if label_weight:
         bce = F.binary_cross_entropy_with_logits(image_logits, y) + F.binary_cross_entropy_with_logits(
             text_logits, y
@@ -268,83 +284,267 @@ def support_set_loss(
     return -torch.log(mean_cos.clamp_min(SUPPORT_SET_EPS))
 
 
-def hash_loss_terms(
-    hash_combined: torch.Tensor | None,
-    combined_embeds: torch.Tensor,
-    hash_image: torch.Tensor,
-    hash_text: torch.Tensor,
-    labels: torch.Tensor | None,
-    similarity_weight: float = 1.0,
-    label_weight: float = 1.0,
-    quantization_weight: float = 0.0,
-) -> dict[str, torch.Tensor]:
-    """The weighted terms of the hash-head loss (METHOD.md "Hash-head losses"), student frozen.
+def hash_similarity_loss(hash_combined: torch.Tensor, combined_embeds: torch.Tensor) -> torch.Tensor:
+    """Term 1 of the hash-head loss (METHOD.md "Hash-head losses"): keep the halved cosine structure of c.
 
-    With ``c_j = (u_j + v_j) / 2`` and H the hash head's tanh output::
+    ``mean_j sum_k ( cosh(c_j, c_k) - cosh(H(c_j), H(c_k)) )^2`` with ``c_j = (u_j + v_j) / 2``.
 
-        term1 = mean_j sum_k ( cosh(c_j, c_k) - cosh(H(c_j), H(c_k)) )^2
-        term2 = J(H(u), H(u)) + J(H(u), H(v)) + J(H(v), H(v))
-        term3 = mean_j || H(c_j) - sign(H(c_j)) ||^2
-        L_hash = alpha term1 + beta term2 + gamma term3
-
-    A term whose weight is 0 is skipped and absent from the result (``hash_combined`` may then be None when
-    alpha = gamma = 0, ``labels`` None when beta = 0).
-
-    Args:
-        hash_combined: H(c) (B, K). combined_embeds: c (B, d). hash_image: H(u) (B, K). hash_text: H(v) (B, K).
-        labels: multi-hot (B, L). similarity_weight, label_weight, quantization_weight: alpha, beta, gamma.
-
-    Returns:
-        ``{"hash_similarity": alpha term1, "hash_label": beta term2, "hash_quantization": gamma term3}``,
-        the computed ones.
+    Args: hash_combined: H(c) (B, K). combined_embeds: c (B, d).
     """
-    terms: dict[str, torch.Tensor] = {}
-    if (similarity_weight or quantization_weight) and hash_combined is None:
-        raise ValueError("hash_combined is required when the similarity or quantization weight is > 0")
-    if similarity_weight:
-        target = cosine_similarity_matrix(combined_embeds, combined_embeds) / 2  # (B, B)
-        hashed = cosine_similarity_matrix(hash_combined, hash_combined) / 2  # (B, B)
-        terms["hash_similarity"] = similarity_weight * (target - hashed).pow(2).sum(dim=1).mean()
-    if label_weight:
-        if labels is None:
-            raise ValueError("labels are required for the hash label term (label weight > 0)")
-        s = label_similarity(labels, labels)
-        term2 = (
-            similarity_likelihood_loss(hash_image, hash_image, s)
-            + similarity_likelihood_loss(hash_image, hash_text, s)
-            + similarity_likelihood_loss(hash_text, hash_text, s)
-        )
-        terms["hash_label"] = label_weight * term2
-    if quantization_weight:
-        quantization = (hash_combined - torch.sign(hash_combined)).pow(2).sum(dim=1).mean()
-        terms["hash_quantization"] = quantization_weight * quantization
-    return terms
+    target = cosine_similarity_matrix(combined_embeds, combined_embeds) / 2  # (B, B)
+    hashed = cosine_similarity_matrix(hash_combined, hash_combined) / 2  # (B, B)
+    return (target - hashed).pow(2).sum(dim=1).mean()
 
 
-def hash_loss(
-    hash_combined: torch.Tensor | None,
-    combined_embeds: torch.Tensor,
-    hash_image: torch.Tensor,
-    hash_text: torch.Tensor,
-    labels: torch.Tensor | None,
-    similarity_weight: float = 1.0,
-    label_weight: float = 1.0,
-    quantization_weight: float = 0.0,
-) -> torch.Tensor:
-    """``L_hash = alpha term1 + beta term2 + gamma term3``: the sum of :func:`hash_loss_terms` (same arguments)."""
-    terms = hash_loss_terms(
-        hash_combined,
-        combined_embeds,
-        hash_image,
-        hash_text,
-        labels,
-        similarity_weight,
-        label_weight,
-        quantization_weight,
+def hash_label_loss(hash_image: torch.Tensor, hash_text: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Term 2 of the hash-head loss: ``J(H(u), H(u)) + J(H(u), H(v)) + J(H(v), H(v))`` (J as in the base loss).
+
+    Args: hash_image: H(u) (B, K). hash_text: H(v) (B, K). labels: multi-hot (B, L).
+    """
+    s = label_similarity(labels, labels)
+    return (
+        similarity_likelihood_loss(hash_image, hash_image, s)
+        + similarity_likelihood_loss(hash_image, hash_text, s)
+        + similarity_likelihood_loss(hash_text, hash_text, s)
     )
-    return sum(terms.values(), hash_image.new_zeros(()))
+
+
+def hash_quantization_loss(hash_combined: torch.Tensor) -> torch.Tensor:
+    """Term 3 of the hash-head loss: ``mean_j || H(c_j) - sign(H(c_j)) ||^2``. Args: hash_combined: H(c) (B, K)."""
+    return (hash_combined - torch.sign(hash_combined)).pow(2).sum(dim=1).mean()
 
 
 def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Teacher reconstruction loss: L1, mean over all entries (METHOD.md "The four networks" 1-2; release ``nn.L1Loss``)."""
     return F.l1_loss(reconstruction, target)
+
+
+class CRCGSStudentLoss(nn.Module):
+    """The student objective ``L = L_o + w_d L_d + w_a L_a + w_c L_c + w_ssl L_ssl`` (METHOD.md "Student losses").
+
+    Holds every weight and temperature; a term whose weight is 0 is not computed. The model supplies the
+    tensors: the student's outputs, and for the teacher terms the frozen teachers' features g, h and the
+    discriminators' logits on the generations of the student's converted features.
+
+    Args:
+        label_weight (`float`, defaults to 1.0): phi of the base loss. similarity_weight (`float`, 1.0): alpha.
+        modality_gap_weight (`float`, 0.001): beta. distillation_weight (`float`, 0.2): w_d.
+        adversarial_weight (`float`, 0.01): w_a. contrastive_weight (`float`, 0.03): w_c.
+        contrastive_n_data (`int`, *optional*): n_data of the NCE noise (P_n = 1 / n_data); required when
+            ``contrastive_weight > 0``. contrastive_temperature (`float`, 0.07): tau. contrastive_eps (`float`, 1e-7).
+        support_set_weight (`float`, 40.0): w_ssl. support_set_temperature (`float`, 0.06): tau_s.
+        The defaults are ``CRCGSConfig``'s (the paper's MIRFlickr settings).
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> loss_fn = CRCGSStudentLoss(distillation_weight=0.0, adversarial_weight=0.0, contrastive_weight=0.0)
+    >>> u, v, p, q, a, b = (torch.randn(4, 6) for _ in range(6))
+    >>> outputs = dict(image_embeds=u, text_embeds=v, image_label_logits=p, text_label_logits=q,
+    ...                image_converted=a.relu(), text_converted=b.relu())
+    >>> sorted(loss_fn(outputs, (torch.rand(4, 6) > 0.5).float()))
+    ['base', 'support_set']
+
+    ```
+    """
+
+    def __init__(
+        self,
+        label_weight: float = 1.0,
+        similarity_weight: float = 1.0,
+        modality_gap_weight: float = 0.001,
+        distillation_weight: float = 0.2,
+        adversarial_weight: float = 0.01,
+        contrastive_weight: float = 0.03,
+        contrastive_n_data: Optional[int] = None,
+        contrastive_temperature: float = 0.07,
+        contrastive_eps: float = 1e-7,
+        support_set_weight: float = 40.0,
+        support_set_temperature: float = 0.06,
+    ):
+        super().__init__()
+        self.label_weight = label_weight
+        self.similarity_weight = similarity_weight
+        self.modality_gap_weight = modality_gap_weight
+        self.distillation_weight = distillation_weight
+        self.adversarial_weight = adversarial_weight
+        self.contrastive_weight = contrastive_weight
+        self.contrastive_n_data = contrastive_n_data
+        self.contrastive_temperature = contrastive_temperature
+        self.contrastive_eps = contrastive_eps
+        self.support_set_weight = support_set_weight
+        self.support_set_temperature = support_set_temperature
+
+    @classmethod
+    def from_config(cls, config: Any) -> CRCGSStudentLoss:
+        """The loss with the weights and temperatures of a ``CRCGSConfig``."""
+        return cls(
+            label_weight=config.label_loss_weight,
+            similarity_weight=config.similarity_loss_weight,
+            modality_gap_weight=config.modality_gap_loss_weight,
+            distillation_weight=config.distillation_weight,
+            adversarial_weight=config.adversarial_weight,
+            contrastive_weight=config.contrastive_weight,
+            contrastive_n_data=config.contrastive_n_data,
+            contrastive_temperature=config.contrastive_temperature,
+            contrastive_eps=config.contrastive_eps,
+            support_set_weight=config.support_set_weight,
+            support_set_temperature=config.support_set_temperature,
+        )
+
+    @property
+    def needs_teacher_features(self) -> bool:
+        """Whether :meth:`forward` needs the teachers' features g, h (distillation or contrastive term on)."""
+        return bool(self.distillation_weight or self.contrastive_weight)
+
+    def base(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """``L_o`` (:func:`base_loss`) of the modalities present in ``outputs`` (u, p and/or v, q)."""
+        present = [m for m in ("image", "text") if f"{m}_embeds" in outputs]
+        first, second = present[0], present[1] if len(present) > 1 else None
+        return base_loss(
+            outputs[f"{first}_embeds"],
+            outputs.get(f"{second}_embeds") if second else None,
+            outputs[f"{first}_label_logits"],
+            outputs.get(f"{second}_label_logits") if second else None,
+            labels,
+            self.label_weight,
+            self.similarity_weight,
+            self.modality_gap_weight,
+        )
+
+    def teacher_free_terms(
+        self, outputs: dict[str, torch.Tensor], labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The weighted terms that need no teacher or discriminator: ``base`` and, with both modalities,
+        ``support_set`` (``w_ssl L_ssl`` on a, b)."""
+        terms = {"base": self.base(outputs, labels)}
+        if self.support_set_weight and "image_converted" in outputs and "text_converted" in outputs:
+            terms["support_set"] = self.support_set_weight * support_set_loss(
+                outputs["image_converted"], outputs["text_converted"], labels, self.support_set_temperature
+            )
+        return terms
+
+    def forward(
+        self,
+        outputs: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        image_teacher: Optional[torch.Tensor] = None,
+        text_teacher: Optional[torch.Tensor] = None,
+        image_fake_logits: Optional[torch.Tensor] = None,
+        text_fake_logits: Optional[torch.Tensor] = None,
+    ) -> dict[str, torch.Tensor]:
+        """Every weighted term of the student objective, in the order base, distillation, adversarial,
+        contrastive, support_set (their sum is the loss).
+
+        Args:
+            outputs: the student's ``image_embeds``, ``text_embeds`` (u, v), ``*_label_logits`` (p, q) and
+                ``*_converted`` (a, b), each (B, ·). labels: multi-hot (B, L).
+            image_teacher, text_teacher: g = E_I2T(x), h = E_T2I(t) (B, converted_dim); needed when
+                :attr:`needs_teacher_features`.
+            image_fake_logits, text_fake_logits: D_img(G_T2I(b)), D_txt(G_I2T(a)) (B, 2); needed when
+                ``adversarial_weight > 0``.
+        """
+        a, b = outputs["image_converted"], outputs["text_converted"]
+        free = self.teacher_free_terms(outputs, labels)
+        terms = {"base": free.pop("base")}
+        if self.distillation_weight:
+            terms["distillation"] = self.distillation_weight * distillation_loss(
+                a, image_teacher, b, text_teacher
+            )
+        if self.adversarial_weight:
+            terms["adversarial"] = self.adversarial_weight * (
+                adversarial_loss(image_fake_logits) + adversarial_loss(text_fake_logits)
+            )
+        if self.contrastive_weight:
+            if self.contrastive_n_data is None:
+                raise ValueError(
+                    "config.contrastive_n_data is None: set it to the number of training batches per epoch "
+                    "(the trainer does) or set contrastive_weight=0"
+                )
+            terms["contrastive"] = self.contrastive_weight * contrastive_loss(
+                image_teacher,
+                text_teacher,
+                a,
+                b,
+                self.contrastive_n_data,
+                self.contrastive_temperature,
+                self.contrastive_eps,
+            )
+        terms.update(free)
+        return terms
+
+
+class CRCGSHashLoss(nn.Module):
+    """The hash-head loss ``L_hash = alpha term1 + beta term2 + gamma term3`` (METHOD.md "Hash-head losses"),
+    student frozen.
+
+    With ``c_j = (u_j + v_j) / 2`` and H the hash head's tanh output::
+
+        term1 = mean_j sum_k ( cosh(c_j, c_k) - cosh(H(c_j), H(c_k)) )^2     (:func:`hash_similarity_loss`)
+        term2 = J(H(u), H(u)) + J(H(u), H(v)) + J(H(v), H(v))               (:func:`hash_label_loss`)
+        term3 = mean_j || H(c_j) - sign(H(c_j)) ||^2                        (:func:`hash_quantization_loss`)
+
+    Args:
+        similarity_weight (`float`, defaults to 1.0): alpha. label_weight (`float`, 1.0): beta.
+        quantization_weight (`float`, 0.0): gamma.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> loss_fn = CRCGSHashLoss(similarity_weight=1.0, label_weight=0.0, quantization_weight=0.5)
+    >>> u, v = torch.randn(4, 8), torch.randn(4, 8)
+    >>> h = torch.tanh(torch.randn(4, 16))
+    >>> sorted(loss_fn(h, (u + v) / 2, h, h, labels=None))
+    ['hash_quantization', 'hash_similarity']
+
+    ```
+    """
+
+    def __init__(
+        self, similarity_weight: float = 1.0, label_weight: float = 1.0, quantization_weight: float = 0.0
+    ):
+        super().__init__()
+        self.similarity_weight = similarity_weight
+        self.label_weight = label_weight
+        self.quantization_weight = quantization_weight
+
+    @classmethod
+    def from_config(cls, config: Any) -> CRCGSHashLoss:
+        """The loss with the hash weights of a ``CRCGSConfig``."""
+        return cls(config.hash_similarity_weight, config.hash_label_weight, config.hash_quantization_weight)
+
+    @property
+    def needs_combined(self) -> bool:
+        """Whether :meth:`forward` needs H(c) (term 1 or term 3 on)."""
+        return bool(self.similarity_weight or self.quantization_weight)
+
+    def forward(
+        self,
+        hash_combined: Optional[torch.Tensor],
+        combined_embeds: torch.Tensor,
+        hash_image: torch.Tensor,
+        hash_text: torch.Tensor,
+        labels: Optional[torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """The weighted terms ``{"hash_similarity", "hash_label", "hash_quantization"}`` with a weight > 0.
+
+        Args:
+            hash_combined: H(c) (B, K), may be None when alpha = gamma = 0. combined_embeds: c (B, d).
+            hash_image: H(u) (B, K). hash_text: H(v) (B, K). labels: multi-hot (B, L), may be None when beta = 0.
+        """
+        terms: dict[str, torch.Tensor] = {}
+        if self.needs_combined and hash_combined is None:
+            raise ValueError("hash_combined is required when the similarity or quantization weight is > 0")
+        if self.similarity_weight:
+            terms["hash_similarity"] = self.similarity_weight * hash_similarity_loss(
+                hash_combined, combined_embeds
+            )
+        if self.label_weight:
+            if labels is None:
+                raise ValueError("labels are required for the hash label term (label weight > 0)")
+            terms["hash_label"] = self.label_weight * hash_label_loss(hash_image, hash_text, labels)
+        if self.quantization_weight:
+            terms["hash_quantization"] = self.quantization_weight * hash_quantization_loss(hash_combined)
+        return terms

@@ -1,21 +1,16 @@
-"""CRCGS networks as ``transformers`` models (METHOD.md "The four networks").
+"""The CRCGS models as ``transformers`` models (METHOD.md "The four networks"), built from :mod:`.networks`.
 
 * :class:`CRCGSModel`: the student (two towers, ONE shared common-space layer W, ONE shared label classifier C,
   two projections into the converted space) and the hash head: everything retrieval needs.
 * :class:`CRCGSForPreTraining`: a :class:`CRCGSModel` plus the two teacher generation networks and the two
   discriminators; every training stage runs through its ``forward`` so that a DDP-wrapped model synchronises
-  gradients.
+  gradients. The losses are the modules :class:`~.losses.CRCGSStudentLoss` and :class:`~.losses.CRCGSHashLoss`.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -28,250 +23,25 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers import initialization as init
-from transformers.utils import ModelOutput
 
+from .adapters import save_model_adapters
 from .backbones import BackboneEncoder, BackboneTower
 from .configuration_crcgs import CRCGSConfig
 from .hashing import sign_codes
-from .lora import save_model_adapters
-from .losses import (
-    adversarial_loss,
-    base_loss,
-    contrastive_loss,
-    discriminator_loss,
-    distillation_loss,
-    hash_loss_terms,
-    label_similarity,
-    reconstruction_loss,
-    similarity_likelihood_loss,
-    support_set_loss,
-)
+from .losses import CRCGSHashLoss, CRCGSStudentLoss, discriminator_loss, reconstruction_loss
+from .modeling_outputs import CRCGSModelOutput, CRCGSPreTrainingOutput
+from .networks import Discriminator, GenerationNetwork, HashHead, build_tower, evaluating, frozen_call
+from .utils import check_matrix, check_same_batch, move_into
 
 __all__ = [
     "CRCGSModel",
     "CRCGSForPreTraining",
     "CRCGSPreTrainedModel",
-    "CRCGSModelOutput",
-    "CRCGSPreTrainingOutput",
-    "FeatureTower",
-    "GenerationNetwork",
-    "Discriminator",
-    "HashHead",
-    "build_tower",
-    "STAGES",
+    "FORWARD_STAGES",
 ]
 
-STAGES = ("student", "discriminator", "teacher", "hash")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Outputs
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class CRCGSModelOutput(ModelOutput):
-    """Output of :class:`CRCGSModel`. A field is None when its modality (or the loss) was not asked for.
-
-    Args:
-        loss (`torch.FloatTensor` of shape `()`): total loss, when `return_loss=True`.
-        loss_terms (`dict[str, torch.Tensor]`): detached value of every computed loss term.
-        image_embeds (`torch.FloatTensor` of shape `(batch_size, common_dim)`): u = W f_I(x), used for retrieval.
-        text_embeds (`torch.FloatTensor` of shape `(batch_size, common_dim)`): v = W f_T(t).
-        image_label_logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`): p = C u.
-        text_label_logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`): q = C v.
-        image_converted (`torch.FloatTensor` of shape `(batch_size, converted_dim)`): a = ReLU(P_I u).
-        text_converted (`torch.FloatTensor` of shape `(batch_size, converted_dim)`): b = ReLU(P_T v).
-        image_hash_logits (`torch.FloatTensor` of shape `(batch_size, hash_bits)`): H(u), tanh output in (-1, 1).
-        text_hash_logits (`torch.FloatTensor` of shape `(batch_size, hash_bits)`): H(v).
-    """
-
-    loss: Optional[torch.FloatTensor] = None
-    loss_terms: Optional[dict[str, torch.Tensor]] = None
-    image_embeds: Optional[torch.FloatTensor] = None
-    text_embeds: Optional[torch.FloatTensor] = None
-    image_label_logits: Optional[torch.FloatTensor] = None
-    text_label_logits: Optional[torch.FloatTensor] = None
-    image_converted: Optional[torch.FloatTensor] = None
-    text_converted: Optional[torch.FloatTensor] = None
-    image_hash_logits: Optional[torch.FloatTensor] = None
-    text_hash_logits: Optional[torch.FloatTensor] = None
-
-
-@dataclass
-class CRCGSPreTrainingOutput(CRCGSModelOutput):
-    """Output of :class:`CRCGSForPreTraining`: the fields of :class:`CRCGSModelOutput` that the stage computed, plus
-
-    Args:
-        image_teacher_features (`torch.FloatTensor` of shape `(batch_size, converted_dim)`): g = E_I2T(x).
-        text_teacher_features (`torch.FloatTensor` of shape `(batch_size, converted_dim)`): h = E_T2I(t).
-        text_reconstruction (`torch.FloatTensor` of shape `(batch_size, text_input_dim)`): G_I2T(E_I2T(x))
-            ("teacher" stage).
-        image_reconstruction (`torch.FloatTensor` of shape `(batch_size, image_input_dim)`): G_T2I(E_T2I(t))
-            ("teacher" stage).
-        combined_hash_logits (`torch.FloatTensor` of shape `(batch_size, hash_bits)`): H((u + v) / 2) ("hash" stage).
-    """
-
-    image_teacher_features: Optional[torch.FloatTensor] = None
-    text_teacher_features: Optional[torch.FloatTensor] = None
-    text_reconstruction: Optional[torch.FloatTensor] = None
-    image_reconstruction: Optional[torch.FloatTensor] = None
-    combined_hash_logits: Optional[torch.FloatTensor] = None
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Building blocks
-# ----------------------------------------------------------------------------------------------------------
-
-
-def mlp(dims: list[int], activation: type[nn.Module]) -> nn.Sequential:
-    """``Linear(dims[i], dims[i+1])`` followed by ``activation()`` for each consecutive pair (release ``mlp_network``)."""
-    layers: list[nn.Module] = []
-    for in_dim, out_dim in zip(dims[:-1], dims[1:], strict=True):
-        layers += [nn.Linear(in_dim, out_dim), activation()]
-    return nn.Sequential(*layers)
-
-
-class FeatureTower(nn.Module):
-    """Student tower on pre-extracted features: ``len(hidden_dims)`` x (Linear + tanh) (METHOD.md network 3).
-
-    Args:
-        input_dim: width of the input features. hidden_dims: widths of the layers (release: 2048 x 3).
-    """
-
-    def __init__(self, input_dim: int, hidden_dims: list[int]):
-        super().__init__()
-        self.input_dim = input_dim
-        self.output_dim = hidden_dims[-1]
-        self.layers = mlp([input_dim, *hidden_dims], nn.Tanh)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(batch, input_dim) -> (batch, output_dim)."""
-        return self.layers(features)
-
-
-def build_tower(config: CRCGSConfig, modality: str) -> nn.Module:
-    """The tower of one modality ("image" or "text"); every tower has an ``output_dim`` attribute."""
-    encoder = BackboneEncoder.from_crcgs_config(config, modality) if modality in ("image", "text") else None
-    if encoder is not None:  # raw inputs (issue 6): backbone -> pooled output -> the tower MLP
-        return BackboneTower(encoder, FeatureTower(encoder.output_dim, config.tower_hidden_dims))
-    if modality == "image":
-        return FeatureTower(config.image_input_dim, config.tower_hidden_dims)
-    if modality == "text":
-        return FeatureTower(config.text_input_dim, config.tower_hidden_dims)
-    raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
-
-
-class GenerationNetwork(nn.Module):
-    """Teacher generation network: encoder E = dropout -> MLP(ReLU), decoder G = MLP(ReLU) (METHOD.md networks 1-2).
-
-    Args:
-        input_dim: width of the source modality. encoder_dims: hidden widths of E. feature_dim: width of the
-        generative feature E(x) (= converted_dim). decoder_dims: hidden widths of G. output_dim: width of the
-        target modality. dropout: dropout on the encoder input.
-    """
-
-    def __init__(
-        self,
-        input_dim: int,
-        encoder_dims: list[int],
-        feature_dim: int,
-        decoder_dims: list[int],
-        output_dim: int,
-        dropout: float,
-    ):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.encoder = mlp([input_dim, *encoder_dims, feature_dim], nn.ReLU)
-        self.decoder = mlp([feature_dim, *decoder_dims, output_dim], nn.ReLU)
-
-    def encode(self, source: torch.Tensor) -> torch.Tensor:
-        """E(x) with input dropout (in training mode): (batch, input_dim) -> (batch, feature_dim)."""
-        return self.encoder(self.dropout(source))
-
-    def forward(self, source: torch.Tensor) -> torch.Tensor:
-        """G(E(x)): (batch, input_dim) -> (batch, output_dim)."""
-        return self.decoder(self.encode(source))
-
-
-class Discriminator(nn.Module):
-    """Teaching assistant: MLP(ReLU) over ``dims`` then Linear to 2 classes (teacher = 1, student = 0)."""
-
-    def __init__(self, input_dim: int, dims: list[int]):
-        super().__init__()
-        self.layers = mlp([input_dim, *dims], nn.ReLU)
-        self.classifier = nn.Linear(dims[-1] if dims else input_dim, 2)
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """(batch, input_dim) -> logits (batch, 2)."""
-        return self.classifier(self.layers(inputs))
-
-
-class HashHead(nn.Module):
-    """Binary transform (METHOD.md network 5): dropout, Linear(d, h)+tanh, Linear(h, h)+tanh, Linear(h, K)+tanh.
-
-    The release writes the last map as a Conv1d with kernel h over one channel, which is exactly a Linear.
-    """
-
-    def __init__(self, input_dim: int, hidden_dim: int, hash_bits: int, dropout: float):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.linear1 = nn.Linear(input_dim, hidden_dim)
-        self.linear2 = nn.Linear(hidden_dim, hidden_dim)
-        self.hash_layer = nn.Linear(hidden_dim, hash_bits)
-
-    def forward(self, embeds: torch.Tensor, apply_dropout: bool = True) -> torch.Tensor:
-        """(batch, d) -> tanh outputs (batch, K); the input dropout acts in training mode when ``apply_dropout``."""
-        hidden = self.dropout(embeds) if apply_dropout else embeds
-        hidden = torch.tanh(self.linear1(hidden))
-        hidden = torch.tanh(self.linear2(hidden))
-        return torch.tanh(self.hash_layer(hidden))
-
-
-def frozen_call(module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
-    """Run ``module`` with detached parameters: gradients reach the inputs but never the module's parameters.
-
-    Used for the decoders and discriminators inside the student step. Unlike toggling ``requires_grad``,
-    this leaves the parameters' flags alone (safe under DDP and with other optimizers holding them).
-    """
-    state = {name: param.detach() for name, param in module.named_parameters()}
-    state.update(dict(module.named_buffers()))
-    return torch.func.functional_call(module, state, args)
-
-
-@contextmanager
-def evaluating(module: nn.Module) -> Iterator[None]:
-    """Temporarily put ``module`` in eval mode (the release runs the student in eval mode during D steps)."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Input checks
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _check_matrix(tensor: object, name: str, width: int, dtype: torch.dtype) -> torch.Tensor:
-    """A finite floating (batch, width) tensor, cast to ``dtype``; ValueError naming ``name`` otherwise."""
-    if not isinstance(tensor, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    if tensor.dim() != 2 or tensor.shape[1] != width:
-        raise ValueError(f"{name} must have shape (batch, {width}), got {tuple(tensor.shape)}")
-    if tensor.shape[0] == 0:
-        raise ValueError(f"{name} is empty (batch size 0)")
-    if not (
-        tensor.is_floating_point()
-        or tensor.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)
-    ):
-        raise ValueError(f"{name} must be a real tensor, got dtype {tensor.dtype}")
-    tensor = tensor.to(dtype)
-    if not bool(torch.isfinite(tensor).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return tensor
+# The `stage=` values of CRCGSForPreTraining.forward (the trainer's units are training.arguments.TRAINING_STAGES).
+FORWARD_STAGES = ("student", "discriminator", "teacher", "hash")
 
 
 def _shape_mismatch_message(path: str | os.PathLike, kwargs: dict) -> str:
@@ -297,18 +67,6 @@ def _shape_mismatch_message(path: str | os.PathLike, kwargs: dict) -> str:
         f"{detail}. Load it with its own config.json, or pass ignore_mismatched_sizes=True to re-initialise "
         "the mismatched weights."
     )
-
-
-def _check_batch(**tensors: Optional[torch.Tensor]) -> None:
-    """All given tensors share one batch size (never broadcast one modality against the other)."""
-    sizes = {name: t.shape[0] for name, t in tensors.items() if t is not None}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"batch sizes differ: {sizes}; every input must have the same number of rows")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Models
-# ----------------------------------------------------------------------------------------------------------
 
 
 class CRCGSPreTrainedModel(PreTrainedModel):
@@ -342,7 +100,7 @@ class CRCGSPreTrainedModel(PreTrainedModel):
             raise ValueError(_shape_mismatch_message(pretrained_model_name_or_path, kwargs)) from error
 
     def _check_labels(self, labels: object, name: str = "labels") -> torch.Tensor:
-        labels = _check_matrix(labels, name, self.config.num_labels, self.dtype)
+        labels = check_matrix(labels, name, self.config.num_labels, self.dtype)
         if bool(((labels < 0) | (labels > 1)).any()):
             raise ValueError(f"{name} must be multi-hot values in [0, 1], got values outside that range")
         return labels
@@ -410,7 +168,7 @@ class CRCGSModel(CRCGSPreTrainedModel):
             raise ValueError(
                 "pixel_values needs an image backbone (config.vision_config); this model takes image_features"
             )
-        x = _check_matrix(image_features, "image_features", self.config.image_input_dim, self.dtype)
+        x = check_matrix(image_features, "image_features", self.config.image_input_dim, self.dtype)
         return self.common_projection(self.image_tower(x))
 
     def get_text_features(
@@ -428,7 +186,7 @@ class CRCGSModel(CRCGSPreTrainedModel):
             raise ValueError(
                 "input_ids needs a text backbone (config.text_config); this model takes text_features"
             )
-        t = _check_matrix(text_features, "text_features", self.config.text_input_dim, self.dtype)
+        t = check_matrix(text_features, "text_features", self.config.text_input_dim, self.dtype)
         return self.common_projection(self.text_tower(t))
 
     @torch.no_grad()
@@ -438,7 +196,7 @@ class CRCGSModel(CRCGSPreTrainedModel):
         Codes are deterministic: the hash head's input dropout is not applied, whatever the train/eval mode.
         sign(0) is taken as +1.
         """
-        embeds = _check_matrix(embeds, "embeds", self.config.common_dim, self.dtype)
+        embeds = check_matrix(embeds, "embeds", self.config.common_dim, self.dtype)
         logits = self.hash_head(embeds, apply_dropout=False)
         return sign_codes(logits)
 
@@ -495,7 +253,7 @@ class CRCGSModel(CRCGSPreTrainedModel):
         if has_text:
             text_embeds = self.get_text_features(text_features, input_ids, attention_mask)
             outputs.update(self._heads(text_embeds, "text", with_hash))
-        _check_batch(image_features=outputs.get("image_embeds"), text_features=outputs.get("text_embeds"))
+        check_same_batch(image_features=outputs.get("image_embeds"), text_features=outputs.get("text_embeds"))
         return outputs
 
     def forward(
@@ -533,7 +291,7 @@ class CRCGSModel(CRCGSPreTrainedModel):
         )
         if labels is not None:
             labels = self._check_labels(labels)
-            _check_batch(
+            check_same_batch(
                 image_features=outputs.get("image_embeds"),
                 text_features=outputs.get("text_embeds"),
                 labels=labels,
@@ -545,43 +303,11 @@ class CRCGSModel(CRCGSPreTrainedModel):
             loss, terms = self._retrieval_loss(outputs, labels)
         return CRCGSModelOutput(loss=loss, loss_terms=terms, **outputs)
 
-    def _base_loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """``L_o`` (:func:`~modeling_crcgs.losses.base_loss`) of u, v, p, q with the config's weights."""
-        cfg = self.config
-        return base_loss(
-            outputs["image_embeds"],
-            outputs["text_embeds"],
-            outputs["image_label_logits"],
-            outputs["text_label_logits"],
-            labels,
-            cfg.label_loss_weight,
-            cfg.similarity_loss_weight,
-            cfg.modality_gap_loss_weight,
-        )
-
     def _retrieval_loss(
         self, outputs: dict[str, torch.Tensor], labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict]:
-        cfg = self.config
-        terms: dict[str, torch.Tensor] = {}
-        if "image_embeds" in outputs and "text_embeds" in outputs:
-            terms["base"] = self._base_loss(outputs, labels)
-            if cfg.support_set_weight:
-                terms["support_set"] = cfg.support_set_weight * support_set_loss(
-                    outputs["image_converted"], outputs["text_converted"], labels, cfg.support_set_temperature
-                )
-        else:
-            modality = "image" if "image_embeds" in outputs else "text"
-            embeds, logits = outputs[f"{modality}_embeds"], outputs[f"{modality}_label_logits"]
-            base = embeds.new_zeros(())
-            if cfg.label_loss_weight:
-                base = base + cfg.label_loss_weight * nn.functional.binary_cross_entropy_with_logits(
-                    logits, labels
-                )
-            if cfg.similarity_loss_weight:
-                s = label_similarity(labels, labels)
-                base = base + cfg.similarity_loss_weight * similarity_likelihood_loss(embeds, embeds, s)
-            terms["base"] = base
+        """The teacher-free terms of :class:`~.losses.CRCGSStudentLoss`, summed, and their detached values."""
+        terms = CRCGSStudentLoss.from_config(self.config).teacher_free_terms(outputs, labels)
         loss = sum(terms.values())
         return loss, {name: value.detach() for name, value in terms.items()}
 
@@ -667,20 +393,11 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
         head into ``save_directory``. The files are written to a temporary folder beside it and moved in
         with ``os.replace``, so a reader never sees a half-written file. ``kwargs`` go to ``save_pretrained``.
         """
-        save_directory = os.fspath(save_directory)
         if os.path.isfile(save_directory):
-            raise ValueError(f"save_directory must be a folder, got the file {save_directory!r}")
-        os.makedirs(save_directory, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".tmp-crcgs-", dir=save_directory)
-        try:
-            self.crcgs.save_pretrained(tmp, safe_serialization=True, **kwargs)
-            for name in sorted(os.listdir(tmp)):
-                target = os.path.join(save_directory, name)
-                if os.path.isdir(target):  # a LoRA adapter folder: os.replace cannot overwrite a full folder
-                    shutil.rmtree(target)
-                os.replace(os.path.join(tmp, name), target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            raise ValueError(f"save_directory must be a folder, got the file {os.fspath(save_directory)!r}")
+        move_into(
+            lambda tmp: self.crcgs.save_pretrained(tmp, safe_serialization=True, **kwargs), save_directory
+        )
 
     # -- training stages -----------------------------------------------------------------------------------
 
@@ -726,30 +443,18 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
             :class:`CRCGSPreTrainingOutput` with ``loss``, ``loss_terms`` (detached, every computed term, weighted as
             it enters the loss) and the tensors of the stage.
         """
-        if stage not in STAGES:
-            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-        # The student's inputs per modality (features or backbone inputs); None when the modality is absent.
-        x = {"image_features": image_features, "pixel_values": pixel_values}
-        x = x if image_features is not None or pixel_values is not None else None
-        t = {"text_features": text_features, "input_ids": input_ids, "attention_mask": attention_mask}
-        t = t if text_features is not None or input_ids is not None else None
+        if stage not in FORWARD_STAGES:
+            raise ValueError(f"stage must be one of {FORWARD_STAGES}, got {stage!r}")
+        x, t = self._student_inputs(image_features, text_features, pixel_values, input_ids, attention_mask)
         if stage == "hash":
             return self._hash_stage(x, t, image_embeds, text_embeds, labels)
         if image_embeds is not None or text_embeds is not None:
             raise ValueError(
                 f"image_embeds/text_embeds are only used by stage='hash', got them with stage={stage!r}"
             )
-        x_name = "teacher_image_features" if teacher_image_features is not None else "image_features"
-        t_name = "teacher_text_features" if teacher_text_features is not None else "text_features"
-        x_t = teacher_image_features if teacher_image_features is not None else image_features
-        t_t = teacher_text_features if teacher_text_features is not None else text_features
-        if x_t is None or t_t is None:
-            raise ValueError(
-                f"stage={stage!r} needs both image_features and text_features (or the teacher_* inputs)"
-            )
-        x_t = _check_matrix(x_t, x_name, self.config.image_input_dim, self.dtype)
-        t_t = _check_matrix(t_t, t_name, self.config.text_input_dim, self.dtype)
-        _check_batch(**{x_name: x_t, t_name: t_t})
+        x_t, t_t = self._teacher_inputs(
+            stage, image_features, text_features, teacher_image_features, teacher_text_features
+        )
         if stage == "teacher":
             return self._teacher_stage(x_t, t_t)
         if x is None or t is None:
@@ -760,49 +465,88 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
             return self._discriminator_stage(x, t, x_t, t_t)
         return self._student_stage(x, t, x_t, t_t, labels)
 
+    # -- inputs --------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _student_inputs(
+        image_features, text_features, pixel_values, input_ids, attention_mask
+    ) -> tuple[Optional[dict], Optional[dict]]:
+        """The student's keyword inputs per modality (features or backbone inputs); None for an absent one."""
+        x = {"image_features": image_features, "pixel_values": pixel_values}
+        x = x if image_features is not None or pixel_values is not None else None
+        t = {"text_features": text_features, "input_ids": input_ids, "attention_mask": attention_mask}
+        t = t if text_features is not None or input_ids is not None else None
+        return x, t
+
+    def _teacher_inputs(
+        self, stage, image_features, text_features, teacher_image_features, teacher_text_features
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teachers' checked fixed features: ``teacher_*`` if given, else the student's features."""
+        x_name = "teacher_image_features" if teacher_image_features is not None else "image_features"
+        t_name = "teacher_text_features" if teacher_text_features is not None else "text_features"
+        x_t = teacher_image_features if teacher_image_features is not None else image_features
+        t_t = teacher_text_features if teacher_text_features is not None else text_features
+        if x_t is None or t_t is None:
+            raise ValueError(
+                f"stage={stage!r} needs both image_features and text_features (or the teacher_* inputs)"
+            )
+        x_t = check_matrix(x_t, x_name, self.config.image_input_dim, self.dtype)
+        t_t = check_matrix(t_t, t_name, self.config.text_input_dim, self.dtype)
+        check_same_batch(**{x_name: x_t, t_name: t_t})
+        return x_t, t_t
+
+    def _hash_inputs(self, x, t, u, v, labels) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Detached, checked u, v (cached, or the student's under ``torch.no_grad``) and labels of the hash stage."""
+        cfg = self.config
+        if u is None:
+            if x is None:
+                raise ValueError("stage='hash' needs image_embeds or image_features")
+            with torch.no_grad(), evaluating(self.crcgs):
+                u = self.crcgs.get_image_features(**x)
+        if v is None:
+            if t is None:
+                raise ValueError("stage='hash' needs text_embeds or text_features")
+            with torch.no_grad(), evaluating(self.crcgs):
+                v = self.crcgs.get_text_features(**t)
+        u = check_matrix(u, "image_embeds", cfg.common_dim, self.dtype).detach()
+        v = check_matrix(v, "text_embeds", cfg.common_dim, self.dtype).detach()
+        if labels is not None:
+            labels = self._check_labels(labels)
+        elif cfg.hash_label_weight:
+            raise ValueError("stage='hash' needs labels when config.hash_label_weight > 0")
+        check_same_batch(image_embeds=u, text_embeds=v, labels=labels)
+        return u, v, labels
+
+    # -- stages --------------------------------------------------------------------------------------------
+
     @torch.no_grad()
     def _teacher_features(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen generative features g = E_I2T(x), h = E_T2I(t) (no dropout, no grad)."""
         return self.teacher_i2t.encoder(x), self.teacher_t2i.encoder(t)
 
     def _student_stage(self, x, t, x_t, t_t, labels) -> CRCGSPreTrainingOutput:
-        cfg = self.config
         if labels is None:
             raise ValueError("stage='student' needs labels")
+        loss_fn = CRCGSStudentLoss.from_config(self.config)
         outputs = self.crcgs.encode(**x, **t, with_hash=False)
         labels = self.crcgs._check_labels(labels)
-        _check_batch(image_features=outputs["image_embeds"], labels=labels, teacher_image_features=x_t)
-        a, b = outputs["image_converted"], outputs["text_converted"]
-        terms: dict[str, torch.Tensor] = {}
-        g = h = None
-        if cfg.distillation_weight or cfg.contrastive_weight:
-            g, h = self._teacher_features(x_t, t_t)
-        terms["base"] = self.crcgs._base_loss(outputs, labels)
-        if cfg.distillation_weight:
-            terms["distillation"] = cfg.distillation_weight * distillation_loss(a, g, b, h)
-        if cfg.adversarial_weight:
-            fake_image = frozen_call(self.teacher_t2i.decoder, b)  # G_T2I(b): (B, image_input_dim)
-            fake_text = frozen_call(self.teacher_i2t.decoder, a)  # G_I2T(a): (B, text_input_dim)
-            terms["adversarial"] = cfg.adversarial_weight * (
-                adversarial_loss(frozen_call(self.image_discriminator, fake_image))
-                + adversarial_loss(frozen_call(self.text_discriminator, fake_text))
-            )
-        if cfg.contrastive_weight:
-            if cfg.contrastive_n_data is None:
-                raise ValueError(
-                    "config.contrastive_n_data is None: set it to the number of training batches per epoch "
-                    "(the trainer does) or set contrastive_weight=0"
-                )
-            terms["contrastive"] = cfg.contrastive_weight * contrastive_loss(
-                g, h, a, b, cfg.contrastive_n_data, cfg.contrastive_temperature, cfg.contrastive_eps
-            )
-        if cfg.support_set_weight:
-            terms["support_set"] = cfg.support_set_weight * support_set_loss(
-                a, b, labels, cfg.support_set_temperature
-            )
-        loss = sum(terms.values())
+        check_same_batch(image_features=outputs["image_embeds"], labels=labels, teacher_image_features=x_t)
+        g, h = self._teacher_features(x_t, t_t) if loss_fn.needs_teacher_features else (None, None)
+        fake_logits = {}
+        if loss_fn.adversarial_weight:
+            fake_image = frozen_call(
+                self.teacher_t2i.decoder, outputs["text_converted"]
+            )  # G_T2I(b): (B, d_x)
+            fake_text = frozen_call(
+                self.teacher_i2t.decoder, outputs["image_converted"]
+            )  # G_I2T(a): (B, d_t)
+            fake_logits = {
+                "image_fake_logits": frozen_call(self.image_discriminator, fake_image),
+                "text_fake_logits": frozen_call(self.text_discriminator, fake_text),
+            }
+        terms = loss_fn(outputs, labels, g, h, **fake_logits)
         return CRCGSPreTrainingOutput(
-            loss=loss,
+            loss=sum(terms.values()),
             loss_terms={name: value.detach() for name, value in terms.items()},
             image_teacher_features=g,
             text_teacher_features=h,
@@ -816,7 +560,7 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
             )
         with torch.no_grad(), evaluating(self.crcgs):
             outputs = self.crcgs.encode(**x, **t, with_hash=False)
-            _check_batch(image_features=outputs["image_embeds"], teacher_image_features=x_t)
+            check_same_batch(image_features=outputs["image_embeds"], teacher_image_features=x_t)
             g, h = self._teacher_features(x_t, t_t)
             real_image, fake_image = (
                 self.teacher_t2i.decoder(h),
@@ -857,38 +601,12 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
         )
 
     def _hash_stage(self, x, t, u, v, labels) -> CRCGSPreTrainingOutput:
-        cfg = self.config
-        if u is None:
-            if x is None:
-                raise ValueError("stage='hash' needs image_embeds or image_features")
-            with torch.no_grad(), evaluating(self.crcgs):
-                u = self.crcgs.get_image_features(**x)
-        if v is None:
-            if t is None:
-                raise ValueError("stage='hash' needs text_embeds or text_features")
-            with torch.no_grad(), evaluating(self.crcgs):
-                v = self.crcgs.get_text_features(**t)
-        u = _check_matrix(u, "image_embeds", cfg.common_dim, self.dtype).detach()
-        v = _check_matrix(v, "text_embeds", cfg.common_dim, self.dtype).detach()
-        if labels is not None:
-            labels = self._check_labels(labels)
-        elif cfg.hash_label_weight:
-            raise ValueError("stage='hash' needs labels when config.hash_label_weight > 0")
-        _check_batch(image_embeds=u, text_embeds=v, labels=labels)
+        u, v, labels = self._hash_inputs(x, t, u, v, labels)
+        loss_fn = CRCGSHashLoss.from_config(self.config)
         combined = (u + v) / 2  # c_j
         hash_image, hash_text = self.crcgs.hash_head(u), self.crcgs.hash_head(v)
-        needs_combined = bool(cfg.hash_similarity_weight or cfg.hash_quantization_weight)
-        hash_combined = self.crcgs.hash_head(combined) if needs_combined else None
-        terms = hash_loss_terms(
-            hash_combined,
-            combined,
-            hash_image,
-            hash_text,
-            labels,
-            cfg.hash_similarity_weight,
-            cfg.hash_label_weight,
-            cfg.hash_quantization_weight,
-        )
+        hash_combined = self.crcgs.hash_head(combined) if loss_fn.needs_combined else None
+        terms = loss_fn(hash_combined, combined, hash_image, hash_text, labels)
         loss = sum(terms.values(), u.new_zeros(()))
         return CRCGSPreTrainingOutput(
             loss=loss,

@@ -16,13 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-# dataset_scripts/ and training/ are repository folders, not installed: add the repository root.
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from training.arguments import parse_args  # noqa: E402
-from training.checkpointing import atomic_write_text  # noqa: E402
+from modeling_crcgs.utils import atomic_write_text
+from training.arguments import parse_args
 
 AUXILIARY = {
     "distillation": "distillation_weight",
@@ -51,7 +46,7 @@ def untrained_result(argv: list[str], bits: int) -> dict[str, Any]:
     import torch
 
     from modeling_crcgs import CRCGSForPreTraining
-    from modeling_crcgs.evaluation import evaluate_retrieval
+    from modeling_crcgs.retrieval.evaluation import evaluate_retrieval
     from training.data import data_dims, load_splits
     from training.model_setup import build_config
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-STAGES = ("teachers", "student", "hash")
+# The trainer's units, in order (the model's forward stages are modeling_crcgs.modeling_crcgs.FORWARD_STAGES).
+TRAINING_STAGES = ("teachers", "student", "hash")
 TRACKERS = ("jsonl", "tensorboard", "wandb")
 
 
@@ -150,7 +151,7 @@ class CRCGSTrainingArguments:
     )
     seed: int = field(default=42, metadata={"help": "Seed of initialisation, shuffling and dropout."})
     stages: list[str] = field(
-        default_factory=lambda: list(STAGES),
+        default_factory=lambda: list(TRAINING_STAGES),
         metadata={"help": "Stages to run, in order: teachers student hash. Skipped ones load from a path."},
     )
     # Stage 1: teachers (the release ships no teacher training; L1 reconstruction + Adam, METHOD.md).
@@ -214,11 +215,15 @@ class CRCGSTrainingArguments:
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.stages if s not in STAGES]
+        unknown = [s for s in self.stages if s not in TRAINING_STAGES]
         if unknown or not self.stages:
-            raise ValueError(f"--stages: expected a non-empty subset of {STAGES}, got {self.stages!r}")
-        if list(self.stages) != [s for s in STAGES if s in self.stages]:
-            raise ValueError(f"--stages: expected the stages in the order {STAGES}, got {self.stages!r}")
+            raise ValueError(
+                f"--stages: expected a non-empty subset of {TRAINING_STAGES}, got {self.stages!r}"
+            )
+        if list(self.stages) != [s for s in TRAINING_STAGES if s in self.stages]:
+            raise ValueError(
+                f"--stages: expected the stages in the order {TRAINING_STAGES}, got {self.stages!r}"
+            )
         for name in (
             "teacher_epochs",
             "student_epochs",

@@ -24,7 +24,7 @@ from typing import Any, Optional
 import torch
 from safetensors.torch import load_file, save_file
 
-from modeling_crcgs.encoding import atomic_write
+from modeling_crcgs.utils import atomic_write, atomic_write_text, replace_directory
 
 STATE_NAME = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -69,12 +69,6 @@ class TrainerState:
         return cls(**data)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text to `path` (its folder created) through a temp file in the same folder and `os.replace`."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
 def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
     """Save a flat dict of tensors as safetensors (folder created) through a temp file + `os.replace`."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -84,17 +78,6 @@ def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLik
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return load_file(str(path))
-
-
-def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Move a fully written folder into place, replacing an existing one (rename, rename, delete)."""
-    trash = None
-    if final_dir.exists():
-        trash = final_dir.with_name(f".{final_dir.name}.old-{os.getpid()}")
-        os.replace(final_dir, trash)
-    os.replace(tmp_dir, final_dir)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
 
 
 class CheckpointManager:
@@ -139,7 +122,7 @@ class CheckpointManager:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             atomic_write_text(tmp / STATE_NAME, state.to_json())
-            replace_dir(tmp, final)
+            replace_directory(tmp, final)
             self._prune()
         accelerator.wait_for_everyone()
         return final

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from accelerate.tracking import GeneralTracker
 
-from modeling_crcgs.encoding import atomic_write
+from modeling_crcgs.utils import atomic_write
 
 LOG_NAME = "train_log.jsonl"
 _OPTIONAL_TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}

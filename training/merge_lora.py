@@ -11,18 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script: training/ is on sys.path, the repository root is not
-    sys.path.insert(0, str(REPO_ROOT))
+from transformers import HfArgumentParser
 
-from transformers import HfArgumentParser  # noqa: E402
-
-from modeling_crcgs.lora import merge_lora_checkpoint  # noqa: E402
+from modeling_crcgs.adapters import merge_lora_checkpoint
 
 logger = logging.getLogger(__name__)
 

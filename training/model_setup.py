@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from modeling_crcgs import CRCGSConfig, CRCGSForPreTraining, CRCGSModel
-from training.checkpointing import atomic_save_tensors, atomic_write_text
+from modeling_crcgs.utils import atomic_write_text
+from training.checkpointing import atomic_save_tensors
 from training.data import DataDims
 
 TEACHER_PREFIXES = ("teacher_i2t.", "teacher_t2i.")

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-from training.checkpointing import atomic_write_text, replace_dir
+from modeling_crcgs.utils import atomic_write_text, replace_directory
 from training.model_card import build_model_card
 from training.model_setup import save_teachers
 
@@ -61,7 +61,7 @@ def evaluate_model(
     Backbone towers (issue 6) read the raw columns through ``processor`` (``evaluate_retrieval`` runs
     ``feature_level_view``).
     """
-    from modeling_crcgs.evaluation import evaluate_retrieval
+    from modeling_crcgs.retrieval.evaluation import evaluate_retrieval
 
     return evaluate_retrieval(
         model.crcgs,
@@ -85,7 +85,7 @@ def write_model_folder(
     hub_id: Optional[str],
 ) -> Path:
     """Assemble the model folder of `model` (main process only) and rename it into place."""
-    from modeling_crcgs.evaluation import write_evaluation_report
+    from modeling_crcgs.retrieval.evaluation import write_evaluation_report
 
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     if tmp.exists():
@@ -100,7 +100,7 @@ def write_model_folder(
     settings.update({k: getattr(model.config, k) for k in CONFIG_SETTINGS})
     card = build_model_card(result, dataset, model.config, settings, hub_id or str(folder), hub_id)
     card.save(str(tmp / "README.md"))
-    replace_dir(tmp, folder)
+    replace_directory(tmp, folder)
     return folder
 
 

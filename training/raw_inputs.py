@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,8 +29,9 @@ from safetensors.torch import load_file
 
 from modeling_crcgs.backbones import BackboneEncoder, resolve_backbone_config
 from modeling_crcgs.bag_of_words import BagOfWords, build_bow_vocabulary
-from modeling_crcgs.encoding import RAW_COLUMNS
 from modeling_crcgs.processing_crcgs import CRCGSProcessor, load_image
+from modeling_crcgs.retrieval.encoding import RAW_COLUMNS
+from modeling_crcgs.utils import move_into
 from training.checkpointing import atomic_save_tensors
 
 # Config keys that give a modality a backbone (which then reads RAW_COLUMNS[modality]).
@@ -193,12 +192,5 @@ def prepare_raw_splits(
 
 
 def save_processor(processor: Any, folder: str | os.PathLike) -> None:
-    """Write ``processor``'s files into the model ``folder``: each through a temp folder beside it + ``os.replace``."""
-    folder = Path(folder)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-processor-", dir=folder.parent))
-    try:
-        processor.save_pretrained(tmp)
-        for file in sorted(tmp.iterdir()):
-            os.replace(file, folder / file.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Write ``processor``'s files into the model ``folder``: through a temp folder inside it + ``os.replace``."""
+    move_into(processor.save_pretrained, folder)

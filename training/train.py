@@ -21,31 +21,25 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-# `dataset_scripts/` and `training/` are repository folders, not installed packages, and
-# `accelerate launch training/train.py` puts only `training/` on sys.path: add the repository root.
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
 
-import torch  # noqa: E402
-from accelerate import Accelerator, DistributedDataParallelKwargs  # noqa: E402
-from accelerate.logging import get_logger  # noqa: E402
-from accelerate.utils import ProjectConfiguration, set_seed  # noqa: E402
-
-from modeling_crcgs import CRCGSForPreTraining  # noqa: E402
-from training.arguments import parse_args, resolved_arguments  # noqa: E402
-from training.checkpointing import (  # noqa: E402
+from modeling_crcgs import CRCGSForPreTraining
+from modeling_crcgs.utils import atomic_write_text
+from training.arguments import parse_args, resolved_arguments
+from training.checkpointing import (
     STATE_NAME,
     CheckpointManager,
     StageStore,
     TrainerState,
-    atomic_write_text,
 )
-from training.data import FEATURE_COLUMNS, data_dims, load_splits  # noqa: E402
-from training.logging_utils import LOG_NAME, plot_loss_curves, select_trackers  # noqa: E402
-from training.loop import NonFiniteLossError, UnitRunner  # noqa: E402
-from training.model_setup import build_config, load_partial_state, load_student, load_teachers  # noqa: E402
-from training.publishing import (  # noqa: E402
+from training.data import FEATURE_COLUMNS, data_dims, load_splits
+from training.logging_utils import LOG_NAME, plot_loss_curves, select_trackers
+from training.loop import NonFiniteLossError, UnitRunner
+from training.model_setup import build_config, load_partial_state, load_student, load_teachers
+from training.publishing import (
     HubPushError,
     evaluate_model,
     hub_repo_id,
@@ -54,8 +48,8 @@ from training.publishing import (  # noqa: E402
     results_table,
     write_model_folder,
 )
-from training.raw_inputs import prepare_raw_splits, required_columns, save_processor  # noqa: E402
-from training.stages import hash_model_from, hash_unit, student_unit, teacher_unit  # noqa: E402
+from training.raw_inputs import prepare_raw_splits, required_columns, save_processor
+from training.stages import hash_model_from, hash_unit, student_unit, teacher_unit
 
 logger = get_logger(__name__)
 RUN_SUMMARY = "run_summary.json"

@@ -67,7 +67,7 @@ def retrieval_map(encoded: dict[str, torch.Tensor], kind: str) -> dict[str, floa
     `kind="continuous"` ranks by cosine distance of the embeddings, `kind="hamming"` by Hamming
     distance of the codes.
     """
-    from modeling_crcgs.metrics import mean_average_precision
+    from modeling_crcgs.retrieval.metrics import mean_average_precision
 
     if kind == "continuous":
         image, text, distance = encoded["image_embeds"], encoded["text_embeds"], "cosine"

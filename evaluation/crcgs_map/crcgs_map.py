@@ -1,14 +1,14 @@
 """`evaluate` metric: mean average precision of cross-modal retrieval (mAP@all / mAP@k), CRCGS protocol.
 
 Load offline from the repository root with ``evaluate.load("evaluation/crcgs_map")``. The math lives in
-``modeling_crcgs.metrics.mean_average_precision``; this module only adapts it to ``evaluate``.
+``modeling_crcgs.retrieval.metrics.mean_average_precision``; this module only adapts it to ``evaluate``.
 """
 
 import datasets
 import evaluate
 import numpy as np
 
-from modeling_crcgs.metrics import DISTANCES, mean_average_precision
+from modeling_crcgs.retrieval.metrics import DISTANCES, mean_average_precision
 
 _CITATION = """\
 @inproceedings{zhang2022crcgs,
@@ -99,7 +99,7 @@ def _packed_as_uint8(codes: np.ndarray, num_bits: int) -> np.ndarray:
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class CrcgsMap(evaluate.Metric):
-    """mAP@all / mAP@k of cross-modal retrieval (wraps ``modeling_crcgs.metrics.mean_average_precision``)."""
+    """mAP@all / mAP@k of cross-modal retrieval (wraps ``modeling_crcgs.retrieval.metrics.mean_average_precision``)."""
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(

@@ -18,7 +18,7 @@ from transformers import AutoModel, AutoProcessor, BertModel, ViTModel
 
 from dataset_scripts.mscoco import CATEGORIES
 from modeling_crcgs import CRCGSProcessor
-from modeling_crcgs.evaluation import evaluate_retrieval, feature_level_view
+from modeling_crcgs.retrieval.evaluation import evaluate_retrieval, feature_level_view
 from training.merge_lora import main as merge_main
 from training.raw_inputs import RawTransform, prepare_raw_splits, required_columns
 from training.train import main as train_main
@@ -213,7 +213,7 @@ def test_reloaded_folder_reproduces_the_evaluation_and_merges(raw_run, tmp_path)
 
 @pytest.mark.slow
 def test_evaluate_command_reproduces_the_training_evaluation(raw_run, tmp_path):
-    from evaluation.evaluate import main as evaluate_main
+    from evaluation.run_evaluation import main as evaluate_main
 
     root, config, _ = raw_run
     folder = root / "out" / "mscoco-8bits"

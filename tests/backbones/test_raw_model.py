@@ -12,8 +12,9 @@ from safetensors import safe_open
 from transformers import AutoModel, BertModel, ViTModel
 
 from modeling_crcgs import CRCGSConfig, CRCGSForPreTraining, CRCGSModel
+from modeling_crcgs.adapters import merge_lora_checkpoint
 from modeling_crcgs.backbones import BackboneTower
-from modeling_crcgs.lora import load_lora_adapter, merge_lora_checkpoint
+from modeling_crcgs.lora import load_lora_adapter
 from training.merge_lora import main as merge_main
 
 IMAGE_DIM, BOW_DIM, LABELS = 16, 10, 3

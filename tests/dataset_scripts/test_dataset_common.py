@@ -13,7 +13,7 @@ from dataset_scripts._splits import _balanced_from_keys
 from dataset_scripts.common import (
     ArrayRows,
     CRCGSBuilder,
-    CRCGSConfig,
+    CRCGSBuilderConfig,
     H5Rows,
     MissingFileError,
     NpyRows,
@@ -147,22 +147,22 @@ def test_class_balanced_too_few_rows_names_the_class():
 
 
 def test_config_precedence_and_recipe(tmp_path):
-    assert split_method(CRCGSConfig(name="x")) == "random"
-    cfg = CRCGSConfig(name="x", query_per_class=1, validation_per_class=1, train_per_class=2, seed=5)
+    assert split_method(CRCGSBuilderConfig(name="x")) == "random"
+    cfg = CRCGSBuilderConfig(name="x", query_per_class=1, validation_per_class=1, train_per_class=2, seed=5)
     assert split_method(cfg) == "class_balanced"
     assert describe_split_recipe(cfg)["train_per_class"] == 2
     with pytest.raises(ValueError, match="together"):
-        split_method(CRCGSConfig(name="x", query_per_class=1))
+        split_method(CRCGSBuilderConfig(name="x", query_per_class=1))
     path = tmp_path / "s.json"
     path.write_text(json.dumps({"train": [0, 1], "validation": [2], "query": [3]}))
-    cfg = CRCGSConfig(
+    cfg = CRCGSBuilderConfig(
         name="x", split_file=str(path), query_per_class=1, validation_per_class=1, train_per_class=1
     )
     assert split_method(cfg) == "file"
     assert len(describe_split_recipe(cfg)["split_file_sha256"]) == 64
     splits = make_splits(cfg, np.ones((6, 2), dtype=np.int8))
     np.testing.assert_array_equal(splits["database"], [0, 1, 2, 4, 5])
-    default = make_splits(CRCGSConfig(name="x"), np.ones((100, 2), dtype=np.int8))
+    default = make_splits(CRCGSBuilderConfig(name="x"), np.ones((100, 2), dtype=np.int8))
     assert len(default["query"]) == 10 and len(default["validation"]) == 10 and len(default["train"]) == 80
 
 
@@ -370,7 +370,7 @@ def test_make_features_and_label_names():
 class _ToyBuilder(CRCGSBuilder):
     """A builder whose source dropped rows: ``index`` holds the original row numbers."""
 
-    BUILDER_CONFIGS = [CRCGSConfig(name="default", num_query=4, num_validation=3, num_train=10)]
+    BUILDER_CONFIGS = [CRCGSBuilderConfig(name="default", num_query=4, num_validation=3, num_train=10)]
 
     def _info(self):
         features = make_features(["a", "b", "c"], image_dim=2, text_dim=3)

@@ -11,7 +11,7 @@ from accelerate import debug_launcher
 from crcgs_test_utils import tiny_crcgs_model
 
 from modeling_crcgs import CRCGSModel, pack_codes
-from modeling_crcgs.encoding import encode_dataset_to_shards, encode_split_arrays, load_shards
+from modeling_crcgs.retrieval.encoding import encode_dataset_to_shards, encode_split_arrays, load_shards
 
 NUM_ROWS, SHARD_SIZE = 37, 10  # 4 shards, the last one of 7 rows (uneven split over 2 processes)
 

@@ -16,8 +16,8 @@ from PIL import Image
 from transformers import BertTokenizer
 
 from modeling_crcgs import pack_codes
-from modeling_crcgs.encoding import encode_dataset_to_shards, encode_split_arrays, load_shards
 from modeling_crcgs.processing_crcgs import CRCGSProcessor
+from modeling_crcgs.retrieval.encoding import encode_dataset_to_shards, encode_split_arrays, load_shards
 
 WORDS = "a the dog cat on in grass sky sea red blue runs sits beach".split()
 

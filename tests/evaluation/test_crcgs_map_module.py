@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from modeling_crcgs import pack_codes
-from modeling_crcgs.metrics import mean_average_precision
+from modeling_crcgs.retrieval.metrics import mean_average_precision
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO_ROOT / "evaluation" / "crcgs_map"

@@ -1,4 +1,4 @@
-"""evaluation/evaluate.py: runs on a saved tiny model and a tiny synthetic dataset, writes the documented JSON."""
+"""evaluation/run_evaluation.py: runs on a saved tiny model and a tiny synthetic dataset, writes the documented JSON."""
 
 import json
 import subprocess
@@ -51,7 +51,7 @@ def cli_args(model_dir, tmp_path, *extra):
 
 
 def test_cli_writes_documented_json(model_dir, tmp_path):
-    from evaluation.evaluate import main
+    from evaluation.run_evaluation import main
 
     out = tmp_path / "report"
     result = main(cli_args(model_dir, tmp_path, "--output_dir", str(out), "--top_k", "12"))
@@ -73,7 +73,7 @@ def test_cli_writes_documented_json(model_dir, tmp_path):
 
 
 def test_cli_defaults_output_to_model_dir_and_k_to_num_query(model_dir, tmp_path):
-    from evaluation.evaluate import main
+    from evaluation.run_evaluation import main
 
     main(cli_args(model_dir, tmp_path))
     written = json.loads((model_dir / "eval_results.json").read_text())
@@ -81,7 +81,7 @@ def test_cli_defaults_output_to_model_dir_and_k_to_num_query(model_dir, tmp_path
 
 
 def test_cli_bad_arguments(model_dir, tmp_path):
-    from evaluation.evaluate import main
+    from evaluation.run_evaluation import main
 
     with pytest.raises(ValueError, match="--model_dir"):
         main(cli_args(tmp_path / "missing", tmp_path))
@@ -93,10 +93,10 @@ def test_cli_bad_arguments(model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_script_runs_from_any_directory(tmp_path):
-    # As a script: the repository root is put on sys.path and evaluation/evaluate.py does not shadow
-    # the `evaluate` library.
+    # As a script from another folder: `evaluation` resolves through the editable install, and nothing
+    # in evaluation/ shadows the `evaluate` library.
     completed = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "evaluation" / "evaluate.py"), "--help"],
+        [sys.executable, str(REPO_ROOT / "evaluation" / "run_evaluation.py"), "--help"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -10,14 +10,14 @@ import torch
 from crcgs_test_utils import tiny_crcgs_model
 
 from modeling_crcgs import CRCGSModel
-from modeling_crcgs.evaluation import (
+from modeling_crcgs.retrieval.evaluation import (
     REPORT_FILES,
     encode_split,
     evaluate_retrieval,
     summary_markdown,
     write_evaluation_report,
 )
-from modeling_crcgs.metrics import mean_average_precision
+from modeling_crcgs.retrieval.metrics import mean_average_precision
 
 IMAGE_DIM, TEXT_DIM, NUM_LABELS, BITS = 12, 10, 5, 8
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from modeling_crcgs.hashing import pack_codes
-from modeling_crcgs.index import HashIndex
+from modeling_crcgs.retrieval.index import HashIndex
 
 POPCOUNT = np.array([bin(b).count("1") for b in range(256)], dtype=np.int64)
 

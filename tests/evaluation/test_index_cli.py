@@ -14,7 +14,7 @@ from crcgs_test_utils import save_tiny_crcgs_model
 from evaluation import build_index, search
 from evaluation.encode_dataset import DatasetArguments, load_split
 from modeling_crcgs import CRCGSModel, pack_codes
-from modeling_crcgs.index import HashIndex
+from modeling_crcgs.retrieval.index import HashIndex
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = {

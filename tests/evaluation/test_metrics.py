@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from benchmarks.bench_map import numpy_loop_map, python_loop_map, random_problem
-from modeling_crcgs import metrics as M
 from modeling_crcgs import pack_codes
+from modeling_crcgs.retrieval import metrics as M
 
 # ------------------------------------------------------------------------------------------------------------
 # Slow references: one query, one database item at a time.

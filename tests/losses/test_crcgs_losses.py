@@ -135,6 +135,58 @@ def test_base_loss_matches_loop(batch):
     _assert_finite_grads(loss, u, v, p, q)
 
 
+@pytest.mark.parametrize("batch", [1, 6])
+def test_base_loss_one_modality_matches_loop(batch):
+    u, _, y = _gen(21, batch)
+    p = torch.randn(
+        batch, 5, generator=torch.Generator().manual_seed(22), dtype=torch.float64, requires_grad=True
+    )
+    phi, alpha = 1.3, 0.7
+    loss = losses.base_loss(u, None, p, None, y, phi, alpha, 0.5)  # no modality gap with one modality
+    ud = u.detach()
+    expected = phi * _loop_bce(p.detach(), y) + alpha * _loop_j(ud, ud, _loop_similarity(y, y))
+    _rel_close(loss, expected)
+    _assert_finite_grads(loss, u, p)
+
+
+def test_student_loss_module_sums_the_weighted_term_functions():
+    a, b, y = _gen(23, 6, nonnegative=True)
+    u, v, _ = _gen(24, 6)
+    g, h, _ = _gen(25, 6, nonnegative=True)
+    gen = torch.Generator().manual_seed(26)
+    p, q, fake_i, fake_t = (torch.randn(6, n, generator=gen, dtype=torch.float64) for n in (5, 5, 2, 2))
+    loss_fn = losses.CRCGSStudentLoss(
+        label_weight=1.3,
+        similarity_weight=0.7,
+        modality_gap_weight=0.01,
+        distillation_weight=0.2,
+        adversarial_weight=0.05,
+        contrastive_weight=0.03,
+        contrastive_n_data=11,
+        contrastive_temperature=0.5,
+        support_set_weight=4.0,
+        support_set_temperature=0.3,
+    )
+    outputs = dict(image_embeds=u, text_embeds=v, image_label_logits=p, text_label_logits=q)
+    outputs.update(image_converted=a, text_converted=b)
+    terms = loss_fn(outputs, y, g, h, image_fake_logits=fake_i, text_fake_logits=fake_t)
+    assert list(terms) == ["base", "distillation", "adversarial", "contrastive", "support_set"]
+    expected = {
+        "base": losses.base_loss(u, v, p, q, y, 1.3, 0.7, 0.01),
+        "distillation": 0.2 * losses.distillation_loss(a, g, b, h),
+        "adversarial": 0.05 * (losses.adversarial_loss(fake_i) + losses.adversarial_loss(fake_t)),
+        "contrastive": 0.03 * losses.contrastive_loss(g, h, a, b, 11, 0.5, 1e-7),
+        "support_set": 4.0 * losses.support_set_loss(a, b, y, 0.3),
+    }
+    for name, value in expected.items():
+        assert torch.equal(terms[name], value), name
+    assert set(loss_fn.teacher_free_terms(outputs, y)) == {"base", "support_set"}
+    one = {k: v for k, v in outputs.items() if k.startswith("text")}
+    assert torch.equal(loss_fn.base(one, y), losses.base_loss(v, None, q, None, y, 1.3, 0.7, 0.01))
+    with pytest.raises(ValueError, match="contrastive_n_data"):
+        losses.CRCGSStudentLoss(contrastive_n_data=None)(outputs, y, g, h, fake_i, fake_t)
+
+
 def test_base_loss_zero_weights_skip_terms():
     u, v, y = _gen(3, 4)
     p = torch.zeros(4, 5, dtype=torch.float64)
@@ -265,7 +317,7 @@ def test_hash_loss_matches_loop(batch):
     )
     c = (u + v) / 2
     alpha, beta, gamma = 1.1, 0.9, 0.3
-    terms = losses.hash_loss_terms(hc, c, hu, hv, y, alpha, beta, gamma)
+    terms = losses.CRCGSHashLoss(alpha, beta, gamma)(hc, c, hu, hv, y)
     cd, hcd, hud, hvd = c.detach(), hc.detach(), hu.detach(), hv.detach()
     term1 = (
         sum(
@@ -277,18 +329,21 @@ def test_hash_loss_matches_loop(batch):
     s = _loop_similarity(y, y)
     term2 = _loop_j(hud, hud, s) + _loop_j(hud, hvd, s) + _loop_j(hvd, hvd, s)
     term3 = sum(float((hcd[j] - torch.sign(hcd[j])).pow(2).sum()) for j in range(batch)) / batch
+    _rel_close(losses.hash_similarity_loss(hc, c), term1)
+    _rel_close(losses.hash_label_loss(hu, hv, y), term2)
+    _rel_close(losses.hash_quantization_loss(hc), term3)
     _rel_close(terms["hash_similarity"], alpha * term1)
     _rel_close(terms["hash_label"], beta * term2)
     _rel_close(terms["hash_quantization"], gamma * term3)
-    total = losses.hash_loss(hc, c, hu, hv, y, alpha, beta, gamma)
+    total = sum(terms.values())
     _rel_close(total, alpha * term1 + beta * term2 + gamma * term3)
     _assert_finite_grads(total, hc, hu, hv)
 
 
 def test_hash_loss_zero_weights_are_not_computed():
     u, v, y = _gen(19, 4)
-    terms = losses.hash_loss_terms(None, (u + v) / 2, u, v, None, 0.0, 0.0, 0.0)
+    terms = losses.CRCGSHashLoss(0.0, 0.0, 0.0)(None, (u + v) / 2, u, v, None)
     assert terms == {}
-    assert set(losses.hash_loss_terms(None, (u + v) / 2, u, v, y, 0.0, 1.0, 0.0)) == {"hash_label"}
+    assert set(losses.CRCGSHashLoss(0.0, 1.0, 0.0)(None, (u + v) / 2, u, v, y)) == {"hash_label"}
     with pytest.raises(ValueError, match="labels"):
-        losses.hash_loss_terms(u, (u + v) / 2, u, v, None, 1.0, 1.0, 0.0)
+        losses.CRCGSHashLoss(1.0, 1.0, 0.0)(u, (u + v) / 2, u, v, None)

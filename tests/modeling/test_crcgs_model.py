@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-import modeling_crcgs.modeling_crcgs as modeling
 from modeling_crcgs import CRCGSForPreTraining, CRCGSModel, losses
-from modeling_crcgs.modeling_crcgs import frozen_call
+from modeling_crcgs.networks import frozen_call
 
 B = 5
 
@@ -159,13 +158,13 @@ def test_zero_weight_switches_a_student_term_off(tiny_config, weight, term, monk
         "contrastive": "contrastive_loss",
         "support_set": "support_set_loss",
     }[term]
-    original = getattr(modeling, function)
+    original = getattr(losses, function)
 
     def spy(*args, **kwargs):
         called.append(function)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(modeling, function, spy)
+    monkeypatch.setattr(losses, function, spy)
     out = model(image_features=x, text_features=t, labels=y, stage="student")
     assert term not in out.loss_terms and not called
 

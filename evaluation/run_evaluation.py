@@ -1,17 +1,17 @@
 """Evaluate a saved CRCGS model on a dataset's query/database splits and write the evaluation report.
 
-    python evaluation/evaluate.py --model_dir outputs/synthetic-64bits --dataset synthetic
-    python evaluation/evaluate.py --model_dir outputs/mirflickr25k-64bits --dataset mirflickr25k \\
+    python evaluation/run_evaluation.py --model_dir outputs/synthetic-64bits --dataset synthetic
+    python evaluation/run_evaluation.py --model_dir outputs/mirflickr25k-64bits --dataset mirflickr25k \\
         --data_dir /data/mirflickr --output_dir reports/flickr-64 --batch_size 512 --top_k 2000
-    accelerate launch evaluation/evaluate.py --model_dir ... --dataset ...   # encoding sharded over processes
+    accelerate launch evaluation/run_evaluation.py --model_dir ... --dataset ...   # encoding sharded over processes
 
 Writes ``eval_results.json``, ``eval_summary.md``, ``pr_curve.png`` and ``precision_at_k.png`` to
-``--output_dir`` (default: ``--model_dir``); see ``modeling_crcgs.evaluation``. Arguments may also come
-from one ``.json``/``.yaml`` file: ``python evaluation/evaluate.py args.yaml``.
+``--output_dir`` (default: ``--model_dir``); see ``modeling_crcgs.retrieval.evaluation``. Arguments may also come
+from one ``.json``/``.yaml`` file: ``python evaluation/run_evaluation.py args.yaml``.
 
 A model with backbone towers (raw images/captions, issue 6) reads the splits' ``image``/``text`` columns
 through the ``CRCGSProcessor`` saved in its folder, exactly as ``training/train.py`` evaluates it
-(``modeling_crcgs.evaluation.feature_level_view``).
+(``modeling_crcgs.retrieval.evaluation.feature_level_view``).
 """
 
 from __future__ import annotations
@@ -22,15 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-# `python evaluation/evaluate.py` puts `evaluation/` first on sys.path, where this file would shadow the
-# Hugging Face `evaluate` library: drop that entry. `dataset_scripts/` and `evaluation/` are repository
-# folders, not installed packages: add the repository root instead.
-SCRIPT_DIR, REPO_ROOT = Path(__file__).resolve().parent, Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != SCRIPT_DIR]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from evaluation.encode_dataset import DatasetArguments, load_model_and_processor, load_split  # noqa: E402
+from evaluation.encode_dataset import DatasetArguments, load_model_and_processor, load_split
 
 logger = logging.getLogger("crcgs.evaluate")
 
@@ -76,7 +68,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """Run the evaluation; returns the result dict (the content of ``eval_results.json``)."""
     from accelerate import Accelerator
 
-    from modeling_crcgs.evaluation import evaluate_retrieval, write_evaluation_report
+    from modeling_crcgs.retrieval.evaluation import evaluate_retrieval, write_evaluation_report
 
     # 1. arguments
     data_args, args = parse_arguments(argv)
@@ -104,7 +96,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         )
 
     # 5. evaluate (encoding sharded over the processes; every process gets the same result); backbone
-    # towers run once per item first (modeling_crcgs.evaluation.feature_level_view, as in training)
+    # towers run once per item first (modeling_crcgs.retrieval.evaluation.feature_level_view, as in training)
     result = evaluate_retrieval(
         model,
         query_split,

@@ -4,7 +4,7 @@ Protocol (METHOD.md): image queries retrieve database texts (I2T) and text queri
 images (T2I); an item is relevant when it shares a label with the query; scores are mAP@all and mAP@k
 with k = number of queries (the paper's table), ties broken by ascending database index. Both the hash
 codes (Hamming ranking, the headline) and the continuous common-space embeddings (cosine ranking) are
-scored. The metric functions live in :mod:`modeling_crcgs.metrics`.
+scored. The metric functions live in :mod:`modeling_crcgs.retrieval.metrics`.
 
 Splits follow the data contract of ``docs/DESIGN.md``: ``datasets.Dataset`` objects with the columns
 ``image_features``, ``text_features`` (fixed-length float vectors) and ``labels`` (multi-hot int8); a model
@@ -23,11 +23,11 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ..modeling_crcgs import CRCGSModel
+from ..utils import atomic_write, check_positive_int
 from .encoding import (
     MODALITIES,
     RAW_COLUMNS,
-    atomic_write,
-    check_positive_int,
     encode_rows,
     uses_backbone,
 )
@@ -64,7 +64,7 @@ def _check_split(split: Any, name: str, required: tuple[str, ...] = REQUIRED_COL
 def encode_split(
     model: Any, split: Any, batch_size: int = 256, accelerator: Any = None
 ) -> dict[str, torch.Tensor]:
-    """Encode every row of ``split`` with ``model``, in order (:func:`modeling_crcgs.encoding.encode_rows`).
+    """Encode every row of ``split`` with ``model``, in order (:func:`modeling_crcgs.retrieval.encoding.encode_rows`).
 
     Images and texts go through ``model.get_image_features`` / ``model.get_text_features`` (common-space
     embeddings u, v) and ``model.hash_codes_from_embeddings`` (sign codes of the hash head), in eval mode.
@@ -106,13 +106,11 @@ def feature_level_view(
     ``image``/``text`` column of a backbone tower, made into ``pixel_values`` / ``input_ids`` +
     ``attention_mask`` by ``processor`` (a :class:`~modeling_crcgs.processing_crcgs.CRCGSProcessor`),
     is replaced by the pooled output of the model's (fine-tuned) backbone, run once per item
-    (:func:`~modeling_crcgs.encoding.encode_rows`, sharded over the ``accelerator``'s processes).
+    (:func:`~modeling_crcgs.retrieval.encoding.encode_rows`, sharded over the ``accelerator``'s processes).
     Composed, they compute exactly the raw model's embeddings and codes. A feature-tower model and its
     splits come back unchanged.
     """
     from datasets import Dataset
-
-    from .modeling_crcgs import CRCGSModel
 
     if accelerator is not None:
         model = accelerator.unwrap_model(model)

@@ -40,7 +40,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .hashing import to_signed_codes
+from ..hashing import to_signed_codes
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 

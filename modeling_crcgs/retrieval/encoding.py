@@ -11,7 +11,7 @@ rows; each shard's rows are split between the processes of an ``accelerate.Accel
 process to ``shard_{i:05d}.safetensors`` atomically. A ``manifest.json`` records the run; a rerun with the
 same model, split and options skips the shards already on disk, so a crashed run resumes.
 :func:`load_shards` concatenates the shards in row order (this is what fills a
-:class:`modeling_crcgs.index.HashIndex`).
+:class:`modeling_crcgs.retrieval.index.HashIndex`).
 
 Inputs per modality: a feature tower reads the ``image_features`` / ``text_features`` column of the split;
 a backbone tower (``config.vision_config`` / ``config.text_config`` set), or a feature tower on a split
@@ -23,11 +23,9 @@ without that column, reads the raw ``image`` / ``text`` column through a ``proce
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -35,12 +33,12 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .hashing import pack_codes
-from .modeling_crcgs import evaluating
+from ..hashing import pack_codes
+from ..networks import evaluating
+from ..utils import atomic_write, check_positive_int, model_fingerprint
 
 __all__ = [
     "MODALITIES",
-    "atomic_write",
     "embeddings_and_codes",
     "encode_dataset_to_shards",
     "encode_query_codes",
@@ -61,23 +59,6 @@ _TOWER_INPUTS = {
 }
 # The raw column a backbone tower reads through a processor.
 RAW_COLUMNS = {"image": "image", "text": "text"}
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(temp_path)`` on a temporary file next to ``path``, then ``os.replace`` it into place.
-
-    ``write`` creates the file (a unique name per call: process id + random), so it gets the usual
-    permissions of the umask; on any error the temporary file is removed.
-    """
-    path = Path(path)
-    tmp = str(path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"))
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -254,13 +235,6 @@ def _check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     return modalities
 
 
-def check_positive_int(name: str, value: Any) -> int:
-    """``int(value)``; ValueError naming ``name`` unless ``value`` is a positive (numpy) integer, not a bool."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 # --------------------------------------------------------------------------------------------------
 # public API
 def encode_rows(
@@ -362,16 +336,6 @@ def encode_query_codes(model: Any, batch_size: int = 1024, **inputs: Any) -> np.
             batch = {k: t[start : start + batch_size].to(device) for k, t in tensors.items()}
             codes.append(encode(modality, batch)[f"{modality}_codes"])
     return pack_codes(torch.cat(codes).numpy())
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-256 of the model's state dict (names, dtypes, shapes and bytes): identifies the weights used."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
 
 
 def _shard_name(i: int) -> str:

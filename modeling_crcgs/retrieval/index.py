@@ -1,7 +1,7 @@
 """A Hamming-distance search index over packed hash codes, backed by a faiss binary index.
 
 For people who use a trained model: build an index from a dataset split (or from packed codes written by
-:func:`modeling_crcgs.encoding.encode_dataset_to_shards`), save it, load it elsewhere, and search it with
+:func:`modeling_crcgs.retrieval.encoding.encode_dataset_to_shards`), save it, load it elsewhere, and search it with
 packed query codes or with raw features encoded by the model.
 
 Distance: the Hamming distance between two K-bit codes, ``d_H(a, b) = (K - a.b) / 2`` (METHOD.md), i.e.
@@ -33,8 +33,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .encoding import atomic_write, encode_query_codes, encode_split_arrays
-from .hashing import num_packed_bytes, pack_codes
+from ..hashing import num_packed_bytes, pack_codes
+from ..utils import atomic_write
+from .encoding import encode_query_codes, encode_split_arrays
 
 __all__ = ["HashIndex", "INDEX_KINDS"]
 
@@ -192,7 +193,7 @@ class HashIndex:
 
         Ids come from ``id_column`` when the split has it, else from row positions. ``index_kwargs`` go to
         :meth:`from_codes` (``kind``, ``nlist``, ...). See
-        :func:`modeling_crcgs.encoding.encode_split_arrays` for the inputs a split may hold.
+        :func:`modeling_crcgs.retrieval.encoding.encode_split_arrays` for the inputs a split may hold.
         """
         arrays = encode_split_arrays(
             model,
