@@ -9,8 +9,8 @@ r"""Speed of the hot steps of the MIRFLICKR-25K / NUS-WIDE / MS-COCO builders, e
 3. MATLAB v7.3 ``IAll`` images: ``MatlabImages`` (block reads of HDF5 + PNG encoding) in images/s on
    ``--images`` random 224 x 224 x 3 images.
 
-    .venv/bin/python benchmarks/bench_benchmark_builders.py
-    .venv/bin/python benchmarks/bench_benchmark_builders.py --captions 600000 --tag_rows 269648
+    .venv/bin/python -m benchmarks.bench_benchmark_builders
+    .venv/bin/python -m benchmarks.bench_benchmark_builders --captions 600000 --tag_rows 269648
 
 The machine may be shared: the ratios within one run are the point, absolute times are indicative.
 """

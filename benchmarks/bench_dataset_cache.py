@@ -12,8 +12,8 @@ the same arrays as one MATLAB v5 ``features.mat`` (read whole by scipy) and an e
   ``_load_source`` ran during them (0: the cached call took the info from ``dataset_info.json``);
 * ``_load_source``: one call of the builder's source reader alone (what a cached call used to redo).
 
-    .venv/bin/python benchmarks/bench_dataset_cache.py
-    .venv/bin/python benchmarks/bench_dataset_cache.py --rows 100000 --image_dim 4096
+    .venv/bin/python -m benchmarks.bench_dataset_cache
+    .venv/bin/python -m benchmarks.bench_dataset_cache --rows 100000 --image_dim 4096
 
 The machine may be shared: compare the figures within one run; absolute times are indicative.
 """

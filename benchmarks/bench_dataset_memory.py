@@ -7,8 +7,8 @@ a MATLAB v7.3 ``.mat`` (HDF5, column-major like MATLAB writes it), prepares each
 2,100 validation, 10,500 train) and prints the child's peak resident memory (``getrusage`` maxrss and a
 10 ms sampling thread) next to the size of the input, plus the wall time. Everything is deleted afterwards.
 
-    python benchmarks/bench_dataset_memory.py                   # full size (needs ~12 GB free disk)
-    python benchmarks/bench_dataset_memory.py --rows 20000      # quicker
+    python -m benchmarks.bench_dataset_memory                   # full size (needs ~12 GB free disk)
+    python -m benchmarks.bench_dataset_memory --rows 20000      # quicker
 
 The machine is shared: times are indicative; the memory figure is the point (peak RSS must stay far
 below the input size, i.e. rows are streamed in blocks of ``chunk_rows``).

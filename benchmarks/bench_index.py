@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_index.py                       # 1M random codes, k=10
-    .venv/bin/python benchmarks/bench_index.py --distribution clustered --output_json bench.json
+    .venv/bin/python -m benchmarks.bench_index                       # 1M random codes, k=10
+    .venv/bin/python -m benchmarks.bench_index --distribution clustered --output_json bench.json
 
 1. Exact search: faiss ``IndexBinaryFlat`` (kind ``"flat"``) queries/s against a numpy brute force in the
    same process: XOR of packed rows + popcount through a 256-entry byte lookup table (the issue's

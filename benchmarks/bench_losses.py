@@ -6,7 +6,7 @@
    image, 1386-d text, 24 labels, batch 80): ``dis_iter`` discriminator steps and one student step with all
    losses, each with its own Adam optimizer (lr 1e-4, betas (0.5, 0.999)).
 
-Usage: ``python benchmarks/bench_losses.py [--steps 5] [--loop-repeats 1] [--threads N]``. Timings are noisy on a
+Usage: ``python -m benchmarks.bench_losses [--steps 5] [--loop-repeats 1] [--threads N]``. Timings are noisy on a
 shared machine: the ratio in (1) is measured within one process. On a CPU that other processes keep busy,
 ``--threads 1`` avoids intra-op threads spinning on each other (small matrices are then much faster).
 """

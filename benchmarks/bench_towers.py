@@ -8,8 +8,8 @@
    tower MLP under each mode.
 3. The processor's text path (tokenizer + bag of words) in texts/second.
 
-    .venv/bin/python benchmarks/bench_towers.py
-    .venv/bin/python benchmarks/bench_towers.py --batch_size 64 --repeats 5 --threads 2
+    .venv/bin/python -m benchmarks.bench_towers
+    .venv/bin/python -m benchmarks.bench_towers --batch_size 64 --repeats 5 --threads 2
 
 The machine may be shared: compare figures within one run; absolute numbers are indicative.
 """

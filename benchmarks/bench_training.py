@@ -1,6 +1,6 @@
 """Training throughput of each stage at MIRFLICKR-25K sizes, and the stage-3 embedding-cache speed-up.
 
-    python benchmarks/bench_training.py [--num_train 800] [--steps 5] [--hash_epochs 3]
+    python -m benchmarks.bench_training [--num_train 800] [--steps 5] [--hash_epochs 3]
 
 Data: the synthetic builder at MIRFLICKR-25K dims (4096-d image features, 1386-d BoW, 24 labels),
 fewer rows. Model: the release's default widths (CRCGSConfig defaults). Batch sizes: the release's

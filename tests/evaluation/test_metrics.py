@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from map_baselines import numpy_loop_map, python_loop_map, random_problem
 
-from benchmarks.bench_map import numpy_loop_map, python_loop_map, random_problem
 from modeling_crcgs import pack_codes
 from modeling_crcgs.retrieval import metrics as M
 
