@@ -23,7 +23,12 @@ from modeling_crcgs import CRCGSForPreTraining
 from training.data import TensorDictDataset, eval_loader, train_loader
 from training.loop import UnitSpec, check_finite
 from training.model_setup import load_partial_state, set_trainable, trainable_state, without_hash_head
-from training.validation import check_each_item_once, encode_split, retrieval_map, teacher_validation_loss
+from training.validation import (
+    check_each_item_once,
+    encode_validation,
+    retrieval_map,
+    teacher_validation_loss,
+)
 
 
 def _adam(params: list[torch.nn.Parameter], lr: float, betas: list[float]) -> torch.optim.Adam:
@@ -47,7 +52,7 @@ def _retrieval_validate(accelerator: Any, model: CRCGSForPreTraining, loader: An
     """Validation mAP of `model.crcgs` on the full validation split (see `training.validation`)."""
 
     def validate() -> dict[str, float]:
-        encoded = encode_split(accelerator, model.crcgs, loader)
+        encoded = encode_validation(accelerator, model.crcgs, loader)
         check_each_item_once(encoded, num_items)
         scores = retrieval_map(encoded, kind)
         return {
@@ -166,7 +171,7 @@ def cache_student_embeddings(
 ):
     """Encode the training split once with the frozen student: u, v and labels of every item, in order."""
     loader = accelerator.prepare(eval_loader(split, args.eval_batch_size, num_workers))
-    encoded = encode_split(accelerator, model.crcgs, loader, with_codes=False)
+    encoded = encode_validation(accelerator, model.crcgs, loader, with_codes=False)
     check_each_item_once(encoded, len(split))
     return TensorDictDataset(
         {

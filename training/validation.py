@@ -17,21 +17,21 @@ import torch
 from torch.utils.data import DataLoader
 
 from modeling_crcgs.hashing import sign_codes
+from modeling_crcgs.networks import evaluating
+from modeling_crcgs.retrieval.encoding import encode_batches
 
 
-@torch.no_grad()
-def encode_split(
+def encode_validation(
     accelerator: Any, retrieval_model: Any, loader: DataLoader, with_codes: bool = True
 ) -> dict[str, torch.Tensor]:
-    """Encode a prepared sequential loader with a `CRCGSModel` (eval mode); gathered, on CPU, in order.
+    """Encode a prepared sequential loader with a `CRCGSModel` (eval mode); gathered, on CPU, in order
+    (:func:`modeling_crcgs.retrieval.encoding.encode_batches`, the loop evaluation and the shards use).
 
     Returns `image_embeds`, `text_embeds`, `labels`, `index` and, with `with_codes`, `image_codes`,
     `text_codes` (sign of the hash head, int8 in {-1, +1}).
     """
-    was_training = retrieval_model.training
-    retrieval_model.eval()
-    parts: dict[str, list[torch.Tensor]] = {}
-    for batch in loader:
+
+    def encode(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         index = batch.pop("index")
         labels = batch.pop("labels")
         out = retrieval_model(**batch)
@@ -44,11 +44,10 @@ def encode_split(
         if with_codes:
             values["image_codes"] = sign_codes(out.image_hash_logits)
             values["text_codes"] = sign_codes(out.text_hash_logits)
-        gathered = accelerator.gather_for_metrics(values)
-        for key, value in gathered.items():
-            parts.setdefault(key, []).append(value.cpu())
-    retrieval_model.train(was_training)
-    return {key: torch.cat(chunks) for key, chunks in parts.items()}
+        return values
+
+    with evaluating(retrieval_model):
+        return encode_batches(loader, encode, accelerator)
 
 
 def check_each_item_once(encoded: dict[str, torch.Tensor], num_items: int) -> None:

@@ -6,8 +6,8 @@ from ``model.get_image_features`` / ``model.get_text_features``; its hash code i
 :func:`modeling_crcgs.hashing.pack_codes`.
 
 :func:`encode_dataset_to_shards` is the big-database path: rows are cut into fixed shards of ``shard_size``
-rows; each shard's rows are split between the processes of an ``accelerate.Accelerator``
-(``split_between_processes``), encoded in batches, gathered back in row order, and written by the main
+rows; each shard's batches are dealt to the processes of an ``accelerate.Accelerator`` (a prepared loader),
+encoded, gathered back in row order (:func:`encode_batches`, ``gather_for_metrics``), and written by the main
 process to ``shard_{i:05d}.safetensors`` atomically. A ``manifest.json`` records the run; a rerun with the
 same model, split and options skips the shards already on disk, so a crashed run resumes.
 :func:`load_shards` concatenates the shards in row order (this is what fills a
@@ -26,12 +26,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from ..hashing import pack_codes
 from ..networks import evaluating
@@ -42,6 +43,7 @@ __all__ = [
     "embeddings_and_codes",
     "encode_dataset_to_shards",
     "encode_query_codes",
+    "encode_batches",
     "encode_rows",
     "encode_split_arrays",
     "load_shards",
@@ -144,38 +146,28 @@ def embeddings_and_codes(model: Any) -> BatchEncoder:
 
 
 @torch.no_grad()
-def _encode_positions(
-    model: Any,
-    split: Any,
-    positions: Sequence[int],
-    modalities: Sequence[str],
-    batch_size: int,
-    processor: Any,
-    encode: BatchEncoder,
-    progress: Optional[Any] = None,
+def encode_batches(
+    batches: Iterable[Any], encode: Callable[[Any], dict[str, torch.Tensor]], accelerator: Any = None
 ) -> dict[str, torch.Tensor]:
-    """Encode the given rows of ``split`` in batches on this process; ``encode``'s outputs concatenated."""
-    sources = {m: _input_source(split, m, processor, model) for m in modalities}
-    feature_columns = sorted({c for c in sources.values() if c.endswith("_features")})
-    raw_columns = sorted({c for c in sources.values() if not c.endswith("_features")})
-    # numpy format turns fixed-length feature lists into 2-D arrays without Python float objects
-    tables = [split.select_columns(feature_columns).with_format("numpy")] if feature_columns else []
-    tables += [split.select_columns(raw_columns).with_format(None)] if raw_columns else []
-    device = _model_device(model)
+    """The one encoding loop: ``encode(batch)`` for each batch, gathered over processes, on CPU, in order.
+
+    ``batches`` is this process's share (a loader prepared by ``accelerator``: batch ``i`` on process
+    ``i mod N``); each step's outputs are gathered with ``accelerator.gather_for_metrics``, which puts the
+    processes' batches back in loader order and drops the rows Accelerate repeats to even out the last
+    batches, so every process gets every row exactly once. Without an accelerator the outputs are only
+    concatenated. Used by training validation, :func:`encode_rows` (evaluation, index) and the shards.
+    """
     parts: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, len(positions), batch_size):
-        batch_positions = list(positions[start : start + batch_size])
-        rows = {k: v for table in tables for k, v in table[batch_positions].items()}
-        for m in modalities:
-            inputs = _prepare_inputs(rows[sources[m]], m, sources[m], processor, model, device)
-            for key, value in encode(m, inputs).items():
-                parts.setdefault(key, []).append(value)
-        if progress is not None:
-            progress.update(len(batch_positions))
+    for batch in batches:
+        values = encode(batch)
+        if accelerator is not None and accelerator.num_processes > 1:
+            values = accelerator.gather_for_metrics({k: v.to(accelerator.device) for k, v in values.items()})
+        for key, value in values.items():
+            parts.setdefault(key, []).append(value.cpu())
     return {key: torch.cat(chunks) for key, chunks in parts.items()}
 
 
-def _encode_positions_distributed(
+def _encode_positions(
     model: Any,
     split: Any,
     positions: list[int],
@@ -186,25 +178,29 @@ def _encode_positions_distributed(
     encode: BatchEncoder,
     progress: Optional[Any] = None,
 ) -> dict[str, torch.Tensor]:
-    """Split ``positions`` between processes, encode, gather; every process returns all rows in order.
+    """Encode the given rows of ``split`` in batches (:func:`encode_batches`); every process gets all rows
+    in order (checked: the gathered row positions must be ``positions``)."""
+    sources = {m: _input_source(split, m, processor, model) for m in modalities}
+    feature_columns = sorted({c for c in sources.values() if c.endswith("_features")})
+    raw_columns = sorted({c for c in sources.values() if not c.endswith("_features")})
+    # numpy format turns fixed-length feature lists into 2-D arrays without Python float objects
+    tables = [split.select_columns(feature_columns).with_format("numpy")] if feature_columns else []
+    tables += [split.select_columns(raw_columns).with_format(None)] if raw_columns else []
+    device = _model_device(model)
 
-    ``split_between_processes(..., apply_padding=True)`` gives process ``p`` a contiguous chunk of
-    ``counts[p]`` rows padded to ``chunk`` rows with copies of the last row, so the gathered tensors hold
-    ``num_processes`` chunks of ``chunk`` rows; the padding rows are dropped here.
-    """
-    args = (modalities, batch_size, processor, encode, progress)
-    if accelerator is None or accelerator.num_processes == 1:
-        return _encode_positions(model, split, positions, *args)
-    with accelerator.split_between_processes(positions, apply_padding=True) as local:
-        encoded = _encode_positions(model, split, local, *args)
-        encoded["positions"] = torch.as_tensor(local, dtype=torch.int64)
-    device = accelerator.device
-    gathered = {k: accelerator.gather(v.to(device)).cpu() for k, v in encoded.items()}
-    per_process, extras = divmod(len(positions), accelerator.num_processes)
-    chunk = per_process + (1 if extras else 0)
-    counts = per_process + (np.arange(accelerator.num_processes) < extras)
-    keep = np.concatenate([np.arange(p * chunk, p * chunk + c) for p, c in enumerate(counts)])
-    result = {k: v[keep] for k, v in gathered.items()}
+    def encode_batch(batch_positions: list[int]) -> dict[str, torch.Tensor]:
+        rows = {k: v for table in tables for k, v in table[batch_positions].items()}
+        out = {"positions": torch.as_tensor(batch_positions, dtype=torch.int64)}
+        for m in modalities:
+            out.update(encode(m, _prepare_inputs(rows[sources[m]], m, sources[m], processor, model, device)))
+        if progress is not None:
+            progress.update(len(batch_positions))
+        return out
+
+    loader = DataLoader(positions, batch_size=batch_size, collate_fn=list)
+    if accelerator is not None and accelerator.num_processes > 1:
+        loader = accelerator.prepare_data_loader(loader, device_placement=False)
+    result = encode_batches(loader, encode_batch, accelerator)
     if not torch.equal(result.pop("positions"), torch.as_tensor(positions, dtype=torch.int64)):
         raise RuntimeError("gathered rows are out of order: processes disagree on the split of the rows")
     return result
@@ -252,8 +248,8 @@ def encode_rows(
     Each batch of rows becomes the inputs of each modality's tower (see the module docstring for the
     columns read) and goes through ``encode`` (default :func:`embeddings_and_codes` of ``model``:
     ``{m}_embeds`` float32, ``{m}_codes`` int8 in {-1, +1}). With an ``accelerator`` of several processes
-    each process encodes a contiguous share of the rows and every process gets all rows, in split order
-    (checked); a wrapped model is unwrapped first.
+    each process encodes every N-th batch and every process gets all rows, in split order (checked;
+    :func:`encode_batches`); a wrapped model is unwrapped first.
     """
     from tqdm.auto import tqdm
 
@@ -273,7 +269,7 @@ def encode_rows(
         evaluating(model),
         tqdm(total=-(-len(split) // num_processes), desc="encoding", disable=disable, leave=False) as bar,
     ):
-        return _encode_positions_distributed(
+        return _encode_positions(
             model, split, positions, modalities, batch_size, processor, accelerator, encode, bar
         )
 
@@ -452,7 +448,7 @@ def encode_dataset_to_shards(
     with evaluating(model), tqdm(total=todo_rows, desc="encoding", disable=disable) as bar:
         for i in pending:
             positions = list(range(i * shard_size, min((i + 1) * shard_size, num_rows)))
-            encoded = _encode_positions_distributed(
+            encoded = _encode_positions(
                 model, split, positions, modalities, batch_size, processor, accelerator, encode, bar
             )
             if is_main:

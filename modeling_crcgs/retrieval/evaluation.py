@@ -68,8 +68,8 @@ def encode_split(
 
     Images and texts go through ``model.get_image_features`` / ``model.get_text_features`` (common-space
     embeddings u, v) and ``model.hash_codes_from_embeddings`` (sign codes of the hash head), in eval mode.
-    Under Accelerate each process encodes a contiguous share of the rows and every process gets every
-    row exactly once, in split order (checked).
+    Under Accelerate each process encodes every N-th batch and every process gets every row exactly
+    once, in split order (checked; :func:`~modeling_crcgs.retrieval.encoding.encode_batches`).
 
     Args:
         model: a ``CRCGSModel`` with feature towers (possibly wrapped by ``accelerator.prepare``).

@@ -84,22 +84,26 @@ def test_encode_split_rows_in_order(evaluated):
     assert len(torch.unique(encoded["image_codes"], dim=0)) > 3  # the tiny model gives varied codes
 
 
-def _two_process_encoding(path: str) -> None:
+def _two_process_encoding(path: str, batch_size: int) -> None:
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=True)
-    encoded = encode_split(tiny_model(), tiny_split(21, seed=1), batch_size=4, accelerator=accelerator)
+    encoded = encode_split(
+        tiny_model(), tiny_split(21, seed=1), batch_size=batch_size, accelerator=accelerator
+    )
     if accelerator.is_main_process:
         processes = torch.tensor(accelerator.num_processes)
         torch.save({"num_processes": processes, **{k: v.clone() for k, v in encoded.items()}}, path)
     accelerator.wait_for_everyone()
 
 
-def test_encode_split_two_processes_counts_each_row_once(tmp_path, evaluated):
+# batch 4: 6 batches, 3 per process; batch 5: 5 batches, so process 1 gets a repeated (padding) batch
+@pytest.mark.parametrize("batch_size", [4, 5])
+def test_encode_split_two_processes_counts_each_row_once(tmp_path, evaluated, batch_size):
     from accelerate import debug_launcher
 
     path = str(tmp_path / "encoded.pt")
-    debug_launcher(_two_process_encoding, args=(path,), num_processes=2)
+    debug_launcher(_two_process_encoding, args=(path, batch_size), num_processes=2)
     distributed = torch.load(path, weights_only=True)
     assert int(distributed.pop("num_processes")) == 2
     single = encode_split(tiny_model(), tiny_split(21, seed=1), batch_size=4)
