@@ -81,7 +81,7 @@ def recall(exact_distances: np.ndarray, ids: np.ndarray, distances: np.ndarray, 
     return tie_aware, float(found.mean())
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num_codes", type=int, default=1_000_000)
     parser.add_argument("--hash_bits", type=int, default=64)
@@ -105,29 +105,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.hash_bits % 64:
         parser.error("--hash_bits must be a multiple of 64 (the uint64 baseline views codes as words)")
+    return args
 
+
+def bench_exact(
+    args: argparse.Namespace, database: np.ndarray, queries: np.ndarray, all_threads: int
+) -> tuple[dict, tuple]:
+    """faiss flat vs numpy brute force (same queries prefix, same process): the figures and flat's result."""
     import faiss
 
-    all_threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(args.faiss_threads)
-    rng = np.random.default_rng(args.seed)
-    code_bytes = args.hash_bits // 8
-    # queries are drawn like the database (same centres when clustered) but are not in it
-    codes = make_codes(args.num_codes + args.num_queries, code_bytes, args.distribution, rng)
-    database, queries = codes[: args.num_codes], codes[args.num_codes :]
-    results: dict = {
-        "num_codes": args.num_codes,
-        "hash_bits": args.hash_bits,
-        "k": args.k,
-        "distribution": args.distribution,
-        "faiss_threads": args.faiss_threads,
-    }
-    print(
-        f"{args.num_codes} {args.distribution} {args.hash_bits}-bit codes, k={args.k}, "
-        f"faiss threads={results['faiss_threads']}"
-    )
-
-    # 1. exact: faiss flat vs numpy brute force (same queries prefix, same process)
     flat = HashIndex.from_codes(database, kind="flat")
     qps_flat, (exact_ids, exact_dist) = queries_per_second(lambda q: flat.search(q, args.k), queries)
     few = queries[: args.num_numpy_queries]
@@ -139,7 +125,7 @@ def main() -> None:
     faiss.omp_set_num_threads(all_threads)
     qps_flat_all, _ = queries_per_second(lambda q: flat.search(q, args.k), queries)
     faiss.omp_set_num_threads(args.faiss_threads)
-    results["exact"] = {
+    exact = {
         "faiss_flat_qps": qps_flat,
         f"faiss_flat_qps_{all_threads}_threads": qps_flat_all,
         "numpy_lut_qps": qps_lut,
@@ -152,8 +138,15 @@ def main() -> None:
             f"exact  faiss flat ({label}) {qps:10.1f} q/s | numpy LUT {qps_lut:8.1f} q/s (x{qps / qps_lut:.1f}) "
             f"| numpy bitwise_count {qps_bc:8.1f} q/s (x{qps / qps_bc:.1f})"
         )
+    return exact, (exact_ids, exact_dist)
 
-    # 2. approximate kinds vs exact
+
+def bench_approximate(
+    args: argparse.Namespace, database: np.ndarray, queries: np.ndarray, exact: tuple, qps_flat: float
+) -> list[dict]:
+    """The approximate kinds (ivf over --nprobe, hash over --nflip) against the exact result."""
+    exact_ids, exact_dist = exact
+
     def measure(index: HashIndex, **setting: int) -> dict:
         index.set_search_params(**setting)
         qps, (ids, dist) = queries_per_second(lambda q: index.search(q, args.k), queries)
@@ -177,7 +170,36 @@ def main() -> None:
             f"{row['kind']:<6s} {setting} {row['qps']:10.1f} q/s (x{row['qps'] / qps_flat:5.1f} vs flat) "
             f"recall@{args.k}={row['recall']:.3f} id-overlap={row['id_overlap']:.3f}"
         )
-    results["approximate"] = approx
+    return approx
+
+
+def main() -> None:
+    args = parse_args()
+    import faiss
+
+    all_threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(args.faiss_threads)
+    rng = np.random.default_rng(args.seed)
+    code_bytes = args.hash_bits // 8
+    # queries are drawn like the database (same centres when clustered) but are not in it
+    codes = make_codes(args.num_codes + args.num_queries, code_bytes, args.distribution, rng)
+    database, queries = codes[: args.num_codes], codes[args.num_codes :]
+    results: dict = {
+        "num_codes": args.num_codes,
+        "hash_bits": args.hash_bits,
+        "k": args.k,
+        "distribution": args.distribution,
+        "faiss_threads": args.faiss_threads,
+    }
+    print(
+        f"{args.num_codes} {args.distribution} {args.hash_bits}-bit codes, k={args.k}, "
+        f"faiss threads={results['faiss_threads']}"
+    )
+    # 1. exact: faiss flat vs numpy brute force; 2. approximate kinds vs exact
+    results["exact"], exact = bench_exact(args, database, queries, all_threads)
+    results["approximate"] = bench_approximate(
+        args, database, queries, exact, results["exact"]["faiss_flat_qps"]
+    )
     if args.output_json:
         with open(args.output_json, "w") as f:
             json.dump(results, f, indent=2)

@@ -381,6 +381,42 @@ def _prepare_output_dir(
     return None
 
 
+def _shards_on_disk(
+    model: Any,
+    split: Any,
+    output_dir: Path,
+    modalities: Sequence[str],
+    shard_size: int,
+    id_column: Optional[str],
+    accelerator: Any,
+) -> torch.Tensor:
+    """Which shards are already on disk (bool per shard), as the main process sees them.
+
+    The main process checks or writes the manifest and lists the shards, then tells the others: all
+    processes must run the same gathers, and must all stop when the main one refuses the folder.
+    """
+    is_main = accelerator is None or accelerator.is_main_process
+    shard_names = [_shard_name(i) for i in range(-(-len(split) // shard_size))]
+    error = None
+    if is_main:
+        try:
+            error = _prepare_output_dir(model, split, output_dir, modalities, shard_size, id_column)
+        except OSError as err:
+            error = f"output_dir {str(output_dir)!r} cannot be prepared: {err}"
+    status = torch.tensor(
+        [int(error is not None)] + [int(is_main and (output_dir / n).is_file()) for n in shard_names]
+    )
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import broadcast
+
+        status = broadcast(status.to(accelerator.device), from_process=0).cpu()
+    if status[0]:
+        raise ValueError(
+            error or f"output_dir {str(output_dir)!r} was refused by the main process (see its error)"
+        )
+    return status[1:].bool()
+
+
 def encode_dataset_to_shards(
     model: Any,
     split: Any,
@@ -418,29 +454,9 @@ def encode_dataset_to_shards(
     if num_rows == 0:
         raise ValueError("split is empty: nothing to encode")
     num_shards = -(-num_rows // shard_size)
-    shard_names = [_shard_name(i) for i in range(num_shards)]
-    # The main process checks or writes the manifest and lists the shards on disk, then tells the others
-    # (all processes must run the same gathers, and must all stop when the main one refuses the folder).
-    error = None
-    if is_main:
-        try:
-            error = _prepare_output_dir(model, split, output_dir, modalities, shard_size, id_column)
-        except OSError as err:
-            error = f"output_dir {str(output_dir)!r} cannot be prepared: {err}"
-    status = torch.tensor(
-        [int(error is not None)] + [int(is_main and (output_dir / n).is_file()) for n in shard_names]
-    )
-    num_processes = 1 if accelerator is None else accelerator.num_processes
-    if num_processes > 1:
-        from accelerate.utils import broadcast
-
-        status = broadcast(status.to(accelerator.device), from_process=0).cpu()
-    if status[0]:
-        raise ValueError(
-            error or f"output_dir {str(output_dir)!r} was refused by the main process (see its error)"
-        )
-    done = status[1:]
+    done = _shards_on_disk(model, split, output_dir, modalities, shard_size, id_column, accelerator)
     pending = [i for i in range(num_shards) if not done[i]]
+    num_processes = 1 if accelerator is None else accelerator.num_processes
     # the bar counts the main process's share of each shard (ceil(rows / processes))
     todo_rows = sum(-(-min(shard_size, num_rows - i * shard_size) // num_processes) for i in pending)
     disable = not show_progress or (accelerator is not None and not accelerator.is_local_main_process)

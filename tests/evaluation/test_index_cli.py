@@ -41,12 +41,8 @@ def _split(name):
     return load_split(DatasetArguments(dataset="synthetic", dataset_options=json.dumps(OPTIONS)), name)
 
 
-@pytest.mark.slow
-def test_encode_build_search_end_to_end(tmp_path, model_dir):
-    model = CRCGSModel.from_pretrained(model_dir).eval()
-    database, queries = _split("database"), _split("query")
-
-    # 1. the encoder command, as users run it (fresh process: sys.path bootstrap, Accelerator, shards)
+def _encode_with_the_command(tmp_path, model_dir):
+    """1. the encoder command, as users run it (fresh process from another folder: Accelerator, shards)."""
     encoded_dir = tmp_path / "encoded"
     command = [
         sys.executable,
@@ -62,18 +58,11 @@ def test_encode_build_search_end_to_end(tmp_path, model_dir):
         "encoded": [0, 1, 2, 3],
         "skipped": [],
     }
+    return encoded_dir
 
-    # 2. build_index from the shards and from the model + split: the same index
-    from_shards = build_index.main(
-        ["--shards_dir", str(encoded_dir), "--modality", "image", "--output_dir", str(tmp_path / "a")]
-    )
-    assert from_shards["num_codes"] == len(database) and from_shards["hash_bits"] == 16
-    build_index.main(["--model_dir", str(model_dir), *DATASET_FLAGS, "--output_dir", str(tmp_path / "b")])
-    index_a, index_b = HashIndex.load(tmp_path / "a"), HashIndex.load(tmp_path / "b")
-    np.testing.assert_array_equal(index_a.ids, np.array(database["index"]))
-    np.testing.assert_array_equal(index_a.ids, index_b.ids)
 
-    # 3. search by dataset rows (text queries against the image index) == searching the model's codes
+def _search_by_rows(tmp_path, model_dir, model, queries, index):
+    """3. search by dataset rows (text queries against the image index) == searching the model's codes."""
     rows = [0, 3, 7]
     out_file = tmp_path / "results" / "t2i.json"
     search.main(
@@ -92,12 +81,15 @@ def test_encode_build_search_end_to_end(tmp_path, model_dir):
     )
     result = json.loads(out_file.read_text())
     text = torch.tensor(np.asarray(queries.select(rows)["text_features"]))
-    expected_ids, expected_dist = index_b.search(pack_codes(model.get_text_hash_codes(text).numpy()), 5)
+    expected_ids, expected_dist = index.search(pack_codes(model.get_text_hash_codes(text).numpy()), 5)
     assert [r["query"] for r in result["results"]] == [queries[r]["index"] for r in rows]
     assert [r["ids"] for r in result["results"]] == expected_ids.tolist()
     assert [r["distances"] for r in result["results"]] == expected_dist.tolist()
+    return text, expected_ids, expected_dist
 
-    # 4. search by a features .npy and by a packed-codes .npy give the same answer
+
+def _search_by_files(tmp_path, model_dir, model, text, expected_ids):
+    """4. search by a features .npy and by a packed-codes .npy give the same answer."""
     np.save(tmp_path / "features.npy", text.numpy())
     by_features = search.run_search(
         DatasetArguments(),
@@ -116,9 +108,11 @@ def test_encode_build_search_end_to_end(tmp_path, model_dir):
     assert by_features["results"] == by_codes["results"]
     assert [r["ids"] for r in by_codes["results"]] == expected_ids.tolist()
 
-    # 5. build_index from a codes .npy (+ ids), an approximate kind
-    np.save(tmp_path / "db_codes.npy", index_a.faiss_index.reconstruct_n(0, len(index_a)))
-    np.save(tmp_path / "db_ids.npy", index_a.ids)
+
+def _build_from_codes_file(tmp_path, index, expected_dist):
+    """5. build_index from a codes .npy (+ ids), an approximate kind."""
+    np.save(tmp_path / "db_codes.npy", index.faiss_index.reconstruct_n(0, len(index)))
+    np.save(tmp_path / "db_ids.npy", index.ids)
     summary = build_index.main(
         [
             "--codes",
@@ -133,6 +127,27 @@ def test_encode_build_search_end_to_end(tmp_path, model_dir):
     assert summary["params"] == {"nlist": 4, "nprobe": 4}
     ids, dist = HashIndex.load(tmp_path / "c").search(np.load(tmp_path / "codes.npy"), 5)
     np.testing.assert_array_equal(dist, expected_dist)  # every cell probed: exact distances
+
+
+@pytest.mark.slow
+def test_encode_build_search_end_to_end(tmp_path, model_dir):
+    model = CRCGSModel.from_pretrained(model_dir).eval()
+    database, queries = _split("database"), _split("query")
+    encoded_dir = _encode_with_the_command(tmp_path, model_dir)
+
+    # 2. build_index from the shards and from the model + split: the same index
+    from_shards = build_index.main(
+        ["--shards_dir", str(encoded_dir), "--modality", "image", "--output_dir", str(tmp_path / "a")]
+    )
+    assert from_shards["num_codes"] == len(database) and from_shards["hash_bits"] == 16
+    build_index.main(["--model_dir", str(model_dir), *DATASET_FLAGS, "--output_dir", str(tmp_path / "b")])
+    index_a, index_b = HashIndex.load(tmp_path / "a"), HashIndex.load(tmp_path / "b")
+    np.testing.assert_array_equal(index_a.ids, np.array(database["index"]))
+    np.testing.assert_array_equal(index_a.ids, index_b.ids)
+
+    text, expected_ids, expected_dist = _search_by_rows(tmp_path, model_dir, model, queries, index_b)
+    _search_by_files(tmp_path, model_dir, model, text, expected_ids)
+    _build_from_codes_file(tmp_path, index_a, expected_dist)
 
 
 def test_cli_bad_arguments(tmp_path, model_dir):
