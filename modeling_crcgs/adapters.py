@@ -7,8 +7,6 @@ Sits above :mod:`.backbones` (it finds the LoRA ``BackboneEncoder``s) and :mod:`
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 from torch import nn
 from transformers import AutoModel
@@ -16,7 +14,7 @@ from transformers import AutoModel
 from .backbones import BackboneEncoder
 from .lora import save_lora_adapter
 from .processing_crcgs import CRCGSProcessor
-from .utils import replace_directory
+from .utils import atomic_directory
 
 __all__ = ["ADAPTER_DIRS", "merge_lora_checkpoint", "merge_model_adapters", "save_model_adapters"]
 
@@ -76,14 +74,8 @@ def merge_lora_checkpoint(model_directory: str, output_directory: str) -> str:
     model = AutoModel.from_pretrained(model_directory)
     merge_model_adapters(model)
     output_directory = os.path.abspath(output_directory)
-    os.makedirs(os.path.dirname(output_directory), exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".tmp-merged-", dir=os.path.dirname(output_directory))
-    try:
+    with atomic_directory(output_directory) as tmp_dir:
         model.save_pretrained(tmp_dir)
         if os.path.isfile(os.path.join(model_directory, "processor_config.json")):
             CRCGSProcessor.from_pretrained(model_directory).save_pretrained(tmp_dir)
-        replace_directory(tmp_dir, output_directory)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     return output_directory

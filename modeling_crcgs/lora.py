@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 from typing import Any
 
 from torch import nn
 
-from .utils import replace_directory
+from .utils import atomic_directory
 
 __all__ = [
     "DEFAULT_LORA_OPTIONS",
@@ -143,15 +141,8 @@ def save_lora_adapter(peft_model: nn.Module, save_directory: str) -> None:
     The files are written in a temporary folder next to ``save_directory`` that then replaces it, so a
     reader never sees a half-written adapter.
     """
-    parent = os.path.dirname(os.path.abspath(save_directory))
-    os.makedirs(parent, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".tmp-adapter-", dir=parent)
-    try:
-        peft_model.save_pretrained(tmp_dir, safe_serialization=True)
-        replace_directory(tmp_dir, os.path.abspath(save_directory))
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+    with atomic_directory(save_directory) as tmp_dir:
+        peft_model.save_pretrained(str(tmp_dir), safe_serialization=True)
 
 
 def load_lora_adapter(backbone: nn.Module, adapter_directory: str, is_trainable: bool = False) -> nn.Module:

@@ -12,7 +12,8 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "atomic_directory",
     "atomic_write",
     "atomic_write_text",
     "check_matrix",
@@ -68,6 +70,21 @@ def replace_directory(tmp_dir: str | os.PathLike, target: str | os.PathLike) -> 
     os.replace(tmp_dir, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``target`` (parents created); when the block succeeds it replaces
+    ``target`` whole (:func:`replace_directory`), when it raises it is removed and ``target`` is untouched."""
+    target = Path(os.path.abspath(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        replace_directory(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def move_into(write: Callable[[str], Any], folder: str | os.PathLike) -> None:

@@ -8,12 +8,10 @@ The folder is assembled under a temp name beside it and renamed into place.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-from modeling_crcgs.utils import atomic_write_text, replace_directory
+from modeling_crcgs.utils import atomic_directory, atomic_write_text
 from training.model_card import build_model_card
 from training.model_setup import save_teachers
 
@@ -87,20 +85,16 @@ def write_model_folder(
     """Assemble the model folder of `model` (main process only) and rename it into place."""
     from modeling_crcgs.retrieval.evaluation import write_evaluation_report
 
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    model.save_retrieval_model(tmp)
-    save_teachers(model, tmp / "teachers")
-    write_evaluation_report(result, tmp)
-    args_record = {**resolved_args, "hash_bits": model.config.hash_bits, "stages_summary": unit_summaries}
-    atomic_write_text(tmp / "training_args.json", json.dumps(args_record, indent=2))
-    settings = {k: resolved_args[k] for k in CARD_SETTINGS if k in resolved_args}
-    settings.update({k: getattr(model.config, k) for k in CONFIG_SETTINGS})
-    card = build_model_card(result, dataset, model.config, settings, hub_id or str(folder), hub_id)
-    card.save(str(tmp / "README.md"))
-    replace_directory(tmp, folder)
+    with atomic_directory(folder) as tmp:
+        model.save_retrieval_model(tmp)
+        save_teachers(model, tmp / "teachers")
+        write_evaluation_report(result, tmp)
+        args_record = {**resolved_args, "hash_bits": model.config.hash_bits, "stages_summary": unit_summaries}
+        atomic_write_text(tmp / "training_args.json", json.dumps(args_record, indent=2))
+        settings = {k: resolved_args[k] for k in CARD_SETTINGS if k in resolved_args}
+        settings.update({k: getattr(model.config, k) for k in CONFIG_SETTINGS})
+        card = build_model_card(result, dataset, model.config, settings, hub_id or str(folder), hub_id)
+        card.save(str(tmp / "README.md"))
     return folder
 
 
