@@ -103,8 +103,9 @@ class UnitRunner:
         self.checkpointing_steps = checkpointing_steps
         self.logging_steps = logging_steps
 
-    def run(self, spec: UnitSpec, resume_dir: Optional[Path] = None) -> dict[str, Any]:
-        """Train `spec` (resuming from `resume_dir` when given), keep its best epoch, mark it done."""
+    def _start(self, spec: UnitSpec, resume_dir: Optional[Path]) -> Optional[ReduceLROnPlateau]:
+        """Begin the unit, or resume it from `resume_dir` (Accelerate state + plateau scheduler); returns the
+        plateau scheduler when the unit has one."""
         acc, state = self.accelerator, self.state
         plateau = None
         if spec.plateau_patience is not None:
@@ -124,6 +125,31 @@ class UnitRunner:
             )
         else:
             state.start_unit(spec.name)
+        return plateau
+
+    def _end_epoch(self, spec: UnitSpec, epoch: int, plateau: Optional[ReduceLROnPlateau]) -> None:
+        """Validate after `epoch`: step the plateau scheduler, keep the best weights, log the metrics."""
+        acc, state = self.accelerator, self.state
+        metrics = spec.validate()
+        value = metrics[spec.metric]
+        if plateau is not None:
+            plateau.step(value)
+            state.scheduler_state = plateau.state_dict()
+        improved = state.best_metric is None or (
+            value > state.best_metric if spec.greater_is_better else value < state.best_metric
+        )
+        if improved:
+            state.best_metric, state.best_epoch = value, epoch
+            if acc.is_main_process:
+                self.store.save_best(spec.name, spec.best_tensors())
+        state.history.append({"epoch": epoch, **metrics})
+        acc.log({f"{spec.name}/val/{k}": v for k, v in metrics.items()}, step=state.global_step)
+        logger.info(f"[{spec.name}] epoch {epoch}: {metrics} (best {spec.metric} {state.best_metric:.4f})")
+
+    def run(self, spec: UnitSpec, resume_dir: Optional[Path] = None) -> dict[str, Any]:
+        """Train `spec` (resuming from `resume_dir` when given), keep its best epoch, mark it done."""
+        acc, state = self.accelerator, self.state
+        plateau = self._start(spec, resume_dir)
         steps_per_epoch = len(spec.loader)
         bar = tqdm(
             total=spec.epochs * steps_per_epoch,
@@ -160,23 +186,7 @@ class UnitRunner:
                     bar.set_postfix(loss=f"{values.get(f'{spec.name}/loss/total', float('nan')):.4g}")
                 if self.checkpointing_steps and state.global_step % self.checkpointing_steps == 0:
                     self.checkpoints.save(acc, state)
-            metrics = spec.validate()
-            value = metrics[spec.metric]
-            if plateau is not None:
-                plateau.step(value)
-                state.scheduler_state = plateau.state_dict()
-            improved = state.best_metric is None or (
-                value > state.best_metric if spec.greater_is_better else value < state.best_metric
-            )
-            if improved:
-                state.best_metric, state.best_epoch = value, epoch
-                if acc.is_main_process:
-                    self.store.save_best(spec.name, spec.best_tensors())
-            state.history.append({"epoch": epoch, **metrics})
-            acc.log({f"{spec.name}/val/{k}": v for k, v in metrics.items()}, step=state.global_step)
-            logger.info(
-                f"[{spec.name}] epoch {epoch}: {metrics} (best {spec.metric} {state.best_metric:.4f})"
-            )
+            self._end_epoch(spec, epoch, plateau)
             state.epoch, state.step_in_epoch = epoch + 1, 0
             self.checkpoints.save(acc, state)
         bar.close()
