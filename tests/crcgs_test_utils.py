@@ -1,8 +1,8 @@
 """Tiny random CRCGS models and transformers backbones shared by the tests (and benchmarks/bench_towers.py).
 
 Everything is built offline in well under a second. Tests import this module as ``crcgs_test_utils``
-(``tests`` is on pytest's ``pythonpath``); scripts that put the repository root on ``sys.path`` import it
-as ``tests.crcgs_test_utils``. Each helper takes keyword overrides, so a test states only the sizes its
+(``tests`` is on pytest's ``pythonpath``); benchmarks, run as ``python -m benchmarks.bench_*`` from the
+repository root, import it as ``tests.crcgs_test_utils``. Each helper takes keyword overrides, so a test states only the sizes its
 assertions depend on.
 """
 
