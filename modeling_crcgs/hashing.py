@@ -17,6 +17,8 @@ from typing import Union
 import numpy as np
 import torch
 
+from .utils import check_positive_int
+
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
 __all__ = ["num_packed_bytes", "pack_codes", "sign_codes", "unpack_codes", "to_signed_codes"]
@@ -27,9 +29,7 @@ _BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)
 
 def num_packed_bytes(num_bits: int) -> int:
     """Bytes per packed code of ``num_bits`` bits: ``ceil(num_bits / 8)``."""
-    if isinstance(num_bits, bool) or not isinstance(num_bits, (int, np.integer)) or num_bits < 1:
-        raise ValueError(f"num_bits must be a positive integer, got {num_bits!r}")
-    return (int(num_bits) + 7) // 8
+    return (check_positive_int("num_bits", num_bits) + 7) // 8
 
 
 def _as_tensor(codes: ArrayLike, name: str) -> tuple[torch.Tensor, bool]:

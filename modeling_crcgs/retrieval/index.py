@@ -34,7 +34,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..hashing import num_packed_bytes, pack_codes
-from ..utils import atomic_write
+from ..utils import atomic_write, check_positive_int
 from .encoding import encode_query_codes, encode_split_arrays
 
 __all__ = ["HashIndex", "INDEX_KINDS"]
@@ -274,9 +274,7 @@ class HashIndex:
             found fewer candidates) hold id -1 and distance -1.
         """
         query_codes = _check_packed(query_codes, "query_codes", self.code_bytes)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        distances, positions = self.faiss_index.search(query_codes, int(k))
+        distances, positions = self.faiss_index.search(query_codes, check_positive_int("k", k))
         missing = positions < 0
         ids = (
             self.ids[np.maximum(positions, 0)] if len(self) else np.full(positions.shape, -1, dtype=np.int64)
