@@ -46,6 +46,7 @@ from .losses import (
     similarity_likelihood_loss,
     support_set_loss,
 )
+from .normalization import FeatureNormalizer
 
 __all__ = [
     "CRCGSModel",
@@ -133,32 +134,37 @@ def mlp(dims: list[int], activation: type[nn.Module]) -> nn.Sequential:
 
 
 class FeatureTower(nn.Module):
-    """Student tower on pre-extracted features: ``len(hidden_dims)`` x (Linear + tanh) (METHOD.md network 3).
+    """Student tower on pre-extracted features: ``len(hidden_dims)`` x (Linear + tanh) (METHOD.md network 3),
+    after an input dropout (0 in the release; the recipe for small real data uses it as its regulariser).
 
     Args:
         input_dim: width of the input features. hidden_dims: widths of the layers (release: 2048 x 3).
+        input_dropout: dropout probability on the input features, active in training mode.
     """
 
-    def __init__(self, input_dim: int, hidden_dims: list[int]):
+    def __init__(self, input_dim: int, hidden_dims: list[int], input_dropout: float = 0.0):
         super().__init__()
         self.input_dim = input_dim
         self.output_dim = hidden_dims[-1]
+        self.input_dropout = nn.Dropout(input_dropout)
         self.layers = mlp([input_dim, *hidden_dims], nn.Tanh)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(batch, input_dim) -> (batch, output_dim)."""
-        return self.layers(features)
+        return self.layers(self.input_dropout(features))
 
 
 def build_tower(config: CRCGSConfig, modality: str) -> nn.Module:
     """The tower of one modality ("image" or "text"); every tower has an ``output_dim`` attribute."""
     encoder = BackboneEncoder.from_crcgs_config(config, modality) if modality in ("image", "text") else None
     if encoder is not None:  # raw inputs (issue 6): backbone -> pooled output -> the tower MLP
-        return BackboneTower(encoder, FeatureTower(encoder.output_dim, config.tower_hidden_dims))
+        return BackboneTower(
+            encoder, FeatureTower(encoder.output_dim, config.tower_hidden_dims, config.tower_input_dropout)
+        )
     if modality == "image":
-        return FeatureTower(config.image_input_dim, config.tower_hidden_dims)
+        return FeatureTower(config.image_input_dim, config.tower_hidden_dims, config.tower_input_dropout)
     if modality == "text":
-        return FeatureTower(config.text_input_dim, config.tower_hidden_dims)
+        return FeatureTower(config.text_input_dim, config.tower_hidden_dims, config.tower_input_dropout)
     raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
 
 
@@ -299,6 +305,10 @@ def _shape_mismatch_message(path: str | os.PathLike, kwargs: dict) -> str:
     )
 
 
+def _normalizer(num_features: int, kind: str) -> Optional[FeatureNormalizer]:
+    return None if kind == "none" else FeatureNormalizer(num_features, kind)
+
+
 def _check_batch(**tensors: Optional[torch.Tensor]) -> None:
     """All given tensors share one batch size (never broadcast one modality against the other)."""
     sizes = {name: t.shape[0] for name, t in tensors.items() if t is not None}
@@ -388,7 +398,36 @@ class CRCGSModel(CRCGSPreTrainedModel):
         self.hash_head = HashHead(
             config.common_dim, config.hash_head_hidden_dim, config.hash_bits, config.hash_dropout
         )
+        # Input normalisers (fitted by the trainer, saved as buffers); None keeps the features as given.
+        self.image_normalizer = _normalizer(config.image_input_dim, config.image_feature_normalization)
+        self.text_normalizer = _normalizer(config.text_input_dim, config.text_feature_normalization)
         self.post_init()
+
+    def normalize_features(
+        self, features: torch.Tensor, modality: str, name: Optional[str] = None
+    ) -> torch.Tensor:
+        """Checked ``(n, {modality}_input_dim)`` features after the model's fitted input normaliser (if any).
+
+        Every network that takes pre-extracted features (feature towers, teachers, discriminators) sees them
+        through this method, so all of them work in the same normalised space."""
+        width = self.config.image_input_dim if modality == "image" else self.config.text_input_dim
+        name = name or f"{modality}_features"
+        features = _check_matrix(features, name, width, self.dtype)
+        normalizer = self.image_normalizer if modality == "image" else self.text_normalizer
+        return features if normalizer is None else normalizer(features, name)
+
+    @torch.no_grad()
+    def fit_feature_normalizers(
+        self, image_features: Optional[torch.Tensor] = None, text_features: Optional[torch.Tensor] = None
+    ) -> None:
+        """Fit the configured normalisers on training features (rows = training items); a modality whose
+        normalisation is ``"none"`` or whose features are not given is left alone."""
+        for normalizer, features, name in (
+            (self.image_normalizer, image_features, "image_features"),
+            (self.text_normalizer, text_features, "text_features"),
+        ):
+            if normalizer is not None and features is not None:
+                normalizer.fit(torch.as_tensor(features), name)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """As ``PreTrainedModel.save_pretrained``; towers under LoRA also write their ``peft`` adapters
@@ -410,8 +449,7 @@ class CRCGSModel(CRCGSPreTrainedModel):
             raise ValueError(
                 "pixel_values needs an image backbone (config.vision_config); this model takes image_features"
             )
-        x = _check_matrix(image_features, "image_features", self.config.image_input_dim, self.dtype)
-        return self.common_projection(self.image_tower(x))
+        return self.common_projection(self.image_tower(self.normalize_features(image_features, "image")))
 
     def get_text_features(
         self,
@@ -428,8 +466,7 @@ class CRCGSModel(CRCGSPreTrainedModel):
             raise ValueError(
                 "input_ids needs a text backbone (config.text_config); this model takes text_features"
             )
-        t = _check_matrix(text_features, "text_features", self.config.text_input_dim, self.dtype)
-        return self.common_projection(self.text_tower(t))
+        return self.common_projection(self.text_tower(self.normalize_features(text_features, "text")))
 
     @torch.no_grad()
     def hash_codes_from_embeddings(self, embeds: torch.Tensor) -> torch.Tensor:
@@ -747,8 +784,8 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
             raise ValueError(
                 f"stage={stage!r} needs both image_features and text_features (or the teacher_* inputs)"
             )
-        x_t = _check_matrix(x_t, x_name, self.config.image_input_dim, self.dtype)
-        t_t = _check_matrix(t_t, t_name, self.config.text_input_dim, self.dtype)
+        x_t = self.crcgs.normalize_features(x_t, "image", x_name)
+        t_t = self.crcgs.normalize_features(t_t, "text", t_name)
         _check_batch(**{x_name: x_t, t_name: t_t})
         if stage == "teacher":
             return self._teacher_stage(x_t, t_t)
