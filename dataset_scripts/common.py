@@ -176,6 +176,7 @@ def describe_split_recipe(config: CRCGSConfig) -> dict[str, Any]:
     recipe: dict[str, Any] = {"method": method, "database": "all rows not in query"}
     if method == "file":
         path = Path(config.split_file)
+        recipe["database"] = "as listed in the split file (may overlap query), else all rows not in query"
         recipe["split_file"] = str(path)
         if path.is_file():
             recipe["split_file_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
