@@ -44,7 +44,13 @@ from training.checkpointing import (  # noqa: E402
 from training.data import FEATURE_COLUMNS, data_dims, load_splits  # noqa: E402
 from training.logging_utils import LOG_NAME, plot_loss_curves, select_trackers  # noqa: E402
 from training.loop import NonFiniteLossError, UnitRunner  # noqa: E402
-from training.model_setup import build_config, load_partial_state, load_student, load_teachers  # noqa: E402
+from training.model_setup import (  # noqa: E402
+    build_config,
+    fit_input_normalizers,
+    load_partial_state,
+    load_student,
+    load_teachers,
+)
 from training.publishing import (  # noqa: E402
     HubPushError,
     evaluate_model,
@@ -181,6 +187,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     config = build_config(model_args.model_config, dims, model_args.hash_bits[0], num_batches)
     set_seed(args.seed)
     model = CRCGSForPreTraining(config)
+    normalized = fit_input_normalizers(model, splits["train"])
+    if normalized:
+        logger.info(f"input normalisation fitted on the training split: {', '.join(normalized)} features")
 
     # 5. Resume point and the runner shared by all units of work.
     checkpoints = CheckpointManager(output_dir, args.checkpoints_total_limit)
