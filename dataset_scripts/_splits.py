@@ -135,55 +135,46 @@ def class_balanced_splits(
     seed: int,
     label_names: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Class-balanced protocol (NUS-WIDE; METHOD.md "Protocol": 100 query, 100 validation, 500 train per class).
+    """Class-balanced protocol of the CRCGS release (NUS-WIDE; METHOD.md "Protocol": 100 query, 100
+    validation, 500 train per class), the ``sample()`` of its ``utils/process_data.py``.
 
-    Every labelled row is assigned to ONE of its labels, chosen uniformly at random (Gumbel-max over
-    its positive labels), so no row is drawn twice; within each class the assigned rows are put in a
-    seeded random order and the first ``query_per_class`` go to query, the next
-    ``validation_per_class`` to validation, the next ``train_per_class`` to train. The database is every
-    row not in the query set. Raises if a class has too few assigned rows.
+    Three passes, query, then validation, then train, each over the rows that no earlier pass took. A
+    pass visits the classes from the rarest up (fewest positives among the rows available when the pass
+    starts; ties by column), and for class ``c`` draws ``n_pass`` rows uniformly without replacement
+    (``numpy.random.default_rng(seed).choice``) from the available rows that carry ``c``; the drawn rows
+    leave the pool at once. So every class has at least ``n_pass`` positives in each set, no row is drawn
+    twice, and rows without a label are never drawn (they end up in the database). A row with ``k``
+    labels is a candidate in up to ``k`` draws, so the sets lean to rows with many labels, as the
+    release's do. The database is every row not in the query set.
+
+    Raises:
+        ValueError: naming the class and the pass when fewer than ``n_pass`` rows carrying it are left.
     """
-    rng = np.random.default_rng(seed)
-    assign_keys = rng.random(labels.shape)
-    order_keys = rng.random(labels.shape[0])
-    return _balanced_from_keys(
-        labels, assign_keys, order_keys, (query_per_class, validation_per_class, train_per_class), label_names
-    )
-
-
-def _balanced_from_keys(
-    labels: np.ndarray,
-    assign_keys: np.ndarray,
-    order_keys: np.ndarray,
-    per_class: tuple[int, int, int],
-    label_names: Sequence[str] | None,
-) -> dict[str, np.ndarray]:
-    """Vectorized core of ``class_balanced_splits`` given its random draws (tests compare it with a loop)."""
-    if min(per_class) < 0 or per_class[0] < 1 or per_class[2] < 1:
+    per_class = (query_per_class, validation_per_class, train_per_class)
+    if min(per_class) < 0 or query_per_class < 1 or train_per_class < 1:
         raise ValueError(
             f"per-class counts (query, validation, train) must be >= 0 with query, train >= 1, got {per_class}"
         )
+    rng = np.random.default_rng(seed)
     num_rows, num_labels = labels.shape
-    labelled = np.flatnonzero(labels.any(axis=1))
-    assigned = np.argmax(np.where(labels[labelled] > 0, assign_keys[labelled], -1.0), axis=1)  # (n_labelled,)
-    need = sum(per_class)
-    counts = np.bincount(assigned, minlength=num_labels)
-    short = np.flatnonzero(counts < need)
-    if short.size:
-        names = [label_names[c] if label_names is not None else str(c) for c in short[:5].tolist()]
-        raise ValueError(
-            f"class-balanced split needs {need} rows per class ({per_class[0]} query + {per_class[1]} validation + "
-            f"{per_class[2]} train), but classes {names} have only {counts[short[:5]].tolist()} rows assigned"
-        )
-    sort = np.lexsort((order_keys[labelled], assigned))  # by class, then random key
-    sorted_class = assigned[sort]
-    group_start = np.searchsorted(sorted_class, np.arange(num_labels))
-    rank = np.arange(sort.size) - group_start[sorted_class]  # position within its class
-    rows = labelled[sort]
-    cut = np.cumsum(per_class)
-    splits = {
-        "query": rows[rank < cut[0]],
-        "validation": rows[(rank >= cut[0]) & (rank < cut[1])],
-        "train": rows[(rank >= cut[1]) & (rank < cut[2])],
-    }
+    positive = np.asarray(labels) > 0
+    available = np.ones(num_rows, dtype=bool)
+    splits: dict[str, np.ndarray] = {}
+    for split, count in zip(("query", "validation", "train"), per_class, strict=True):
+        order = np.argsort(positive[available].sum(axis=0), kind="stable")  # rarest first, ties by column
+        drawn = []
+        for label in order.tolist():  # one vectorized draw per class
+            candidates = np.flatnonzero(available & positive[:, label])
+            if candidates.size < count:
+                name = label_names[label] if label_names is not None else str(label)
+                raise ValueError(
+                    f"class-balanced {split} split needs {count} rows of class {name!r}, but only "
+                    f"{candidates.size} rows carrying it are left ({int(positive[:, label].sum())} in the data, "
+                    f"per class: {per_class[0]} query + {per_class[1]} validation + {per_class[2]} train, "
+                    "drawn from the rarest class up)"
+                )
+            picked = rng.choice(candidates, size=count, replace=False)
+            available[picked] = False
+            drawn.append(picked)
+        splits[split] = np.concatenate(drawn) if drawn else np.zeros(0, dtype=np.int64)
     return validate_splits(splits, num_rows, source="class-balanced splits")
