@@ -6,6 +6,7 @@ validated by ``validate_splits`` (database = every row not in query unless a fil
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -82,11 +83,63 @@ def validate_splits(
     return {name: out[name] for name in SPLITS}
 
 
-def read_split_file(path: str | os.PathLike, num_rows: int) -> dict[str, np.ndarray]:
-    """Read and validate ``{"train": [...], "validation": [...], "query": [...], "database": [...]}``."""
+# The split files of the CRCGS release (``*_data_list.npy``, rows of its ``label.npy``); ``test`` is the query set.
+RELEASE_SPLIT_FILES: dict[str, str] = {
+    "train": "train_data_list.npy",
+    "validation": "val_data_list.npy",
+    "query": "test_data_list.npy",
+}
+
+
+def split_file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a split file, or of the release's three ``*_data_list.npy`` files of a split folder."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"split file {str(path)!r} not found")
+    digest = hashlib.sha256()
+    if path.is_dir():
+        for name in sorted(RELEASE_SPLIT_FILES.values()):
+            member = path / name
+            digest.update(name.encode() + b"\0" + (member.read_bytes() if member.is_file() else b""))
+    else:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def read_split_file(
+    path: str | os.PathLike,
+    num_rows: int,
+    *,
+    index: np.ndarray | None = None,
+    dropped: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Read a split file and return its splits as validated positions ``0..num_rows-1`` of the source.
+
+    Formats: a JSON object ``{"train": [...], "validation": [...], "query": [...], "database": [...]}``
+    (``database`` optional), or a folder holding the CRCGS release's ``train_data_list.npy``,
+    ``val_data_list.npy`` and ``test_data_list.npy`` (the query set; the database is every non-query row).
+
+    A split file lists ORIGINAL rows: the values of the ``index`` column, i.e. the rows of the original
+    files before the builder dropped any (MS-COCO official layout: image ids), as the release's lists index
+    its full ``label.npy``. ``index`` (sorted or not) maps them to source positions (``None``: identity);
+    a row the builder dropped raises naming the row and the reason, from ``dropped`` (reason -> rows).
+    """
+    path = Path(path)
+    if path.is_dir():
+        content, source = _read_release_lists(path), path.name
+    elif path.is_file():
+        content, source = _read_json_splits(path), path.name
+    else:
+        raise MissingFileError(
+            f"split file {str(path)!r} not found (expected a JSON file or a folder of {sorted(RELEASE_SPLIT_FILES.values())})"
+        )
+    if index is not None:
+        content = {
+            name: _positions(name, np.asarray(rows, dtype=np.int64), index, dropped or {}, source)
+            for name, rows in content.items()
+        }
+    return validate_splits(content, num_rows, source=source)
+
+
+def _read_json_splits(path: Path) -> dict[str, Any]:
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -100,7 +153,46 @@ def read_split_file(path: str | os.PathLike, num_rows: int) -> dict[str, np.ndar
             isinstance(v, int) and not isinstance(v, bool) for v in value
         ):
             raise ValueError(f"{path.name}: split {name!r} must be a list of integer row indices")
-    return validate_splits(content, num_rows, source=path.name)
+    return content
+
+
+def _read_release_lists(folder: Path) -> dict[str, np.ndarray]:
+    missing = [name for name in RELEASE_SPLIT_FILES.values() if not (folder / name).is_file()]
+    if missing:
+        raise MissingFileError(
+            f"split folder {str(folder)!r} lacks {missing}; expected the release's {list(RELEASE_SPLIT_FILES.values())}"
+        )
+    content = {}
+    for split, name in RELEASE_SPLIT_FILES.items():
+        rows = np.load(folder / name, allow_pickle=False)
+        if rows.ndim != 1 or not (np.issubdtype(rows.dtype, np.integer) and rows.dtype != np.bool_):
+            raise ValueError(
+                f"{folder.name}/{name}: expected a 1-D integer array of row indices, got {rows.dtype} of shape {rows.shape}"
+            )
+        content[split] = rows
+    return content
+
+
+def _positions(
+    name: str, rows: np.ndarray, index: np.ndarray, dropped: Mapping[str, np.ndarray], source: str
+) -> np.ndarray:
+    """Source positions of the original ``rows`` (values of ``index``); ValueError for an unknown row."""
+    order = np.argsort(index, kind="stable")
+    ordered = np.asarray(index, dtype=np.int64)[order]
+    at = np.minimum(np.searchsorted(ordered, rows), max(ordered.size - 1, 0))
+    found = (ordered[at] == rows) if ordered.size else np.zeros(rows.size, dtype=bool)
+    if not found.all():
+        bad = int(rows[~found][0])
+        reasons = [reason for reason, lost in dropped.items() if np.isin(bad, lost)]
+        why = (
+            f"the builder dropped it ({reasons[0]})" if reasons else "no such row exists in the source files"
+        )
+        raise ValueError(
+            f"{source}: split {name!r} names original row {bad}, but {why}; {int((~found).sum())} rows of "
+            f"{name!r} are not available. Split files list original rows (the 'index' column: the row in the "
+            "original files before dropping; MS-COCO official: the image id)"
+        )
+    return order[at]
 
 
 def random_splits(
