@@ -153,10 +153,13 @@ class BenchmarkBuilder(CRCGSBuilder):
         config, dataset = self.config, self.DATASET
         labels_path = require_file(config.data_dir, config.labels_file, dataset=dataset)
         labels_source = f"{labels_path.name}:{config.labels_key}"
-        labels = to_multi_hot(
-            load_array(labels_path, config.labels_key, matlab_layout=config.matlab_layout),
-            source=labels_source,
-            num_labels=self._mat_num_labels(),
+        labels, facts = self._mat_labels(
+            to_multi_hot(
+                load_array(labels_path, config.labels_key, matlab_layout=config.matlab_layout),
+                source=labels_source,
+                num_labels=self._mat_num_labels(),
+            ),
+            labels_source,
         )
         text = open_matrix(
             require_file(config.data_dir, config.text_file, dataset=dataset),
@@ -187,11 +190,15 @@ class BenchmarkBuilder(CRCGSBuilder):
             images=images,
             labels_source=labels_source,
         )
-        return LoadedSource(source=source)
+        return LoadedSource(source=source, facts=facts)
 
     def _mat_num_labels(self) -> int | None:
         """The number of label columns the ``.mat`` layouts must have (None: any)."""
         return None
+
+    def _mat_labels(self, labels: np.ndarray, labels_source: str) -> tuple[np.ndarray, dict[str, Any]]:
+        """The label matrix of the ``.mat`` layouts as used, and facts to record (default: as read)."""
+        return labels, {}
 
     def _mat_label_names(self, num_labels: int, labels_source: str) -> list[str]:
         names = self.config.label_names
