@@ -35,8 +35,8 @@ import numpy as np
 
 from ._bag_of_words import build_bag_of_words
 from ._benchmark import BenchmarkBuilder, BenchmarkConfig, LoadedSource
-from ._benchmark_readers import SparseRows
 from ._raw_formats import MemberBytes, RawFiles, read_id_list, read_lines
+from ._readers import SparseRows
 from .common import SourceData
 
 _CITATION = """\

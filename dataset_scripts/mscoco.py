@@ -39,8 +39,8 @@ import scipy.sparse as sp
 
 from ._bag_of_words import ENGLISH_STOP_WORDS, build_bag_of_words, tokenize
 from ._benchmark import BenchmarkBuilder, BenchmarkConfig, LoadedSource
-from ._benchmark_readers import SparseRows
 from ._raw_formats import MemberBytes, RawFiles
+from ._readers import SparseRows
 from .common import SourceData
 
 _CITATION = """\

@@ -10,6 +10,7 @@ from benchmark_fixtures import (
     build,
     decode,
     split_rows,
+    write_mat5,
     write_mat73,
     write_zip,
 )
@@ -248,3 +249,27 @@ def test_split_file_edited_in_place_is_read_again(mat_data, tmp_path):
     edited = build("nus_wide", mat_data[0], tmp_path / "cache", split_file=str(release), **options)
     assert split_rows(edited)["query"].tolist() == [20, 21, 22]
     assert split_recipe(edited)["split_file_sha256"] != split_recipe(first)["split_file_sha256"]
+
+
+def test_mat_v5_sparse_bag_of_words_and_labels(tmp_path):
+    import scipy.sparse
+
+    rng = np.random.default_rng(5)
+    n = 40
+    labels = (rng.random((n, 3)) < 0.5).astype(np.float64)
+    labels[np.arange(n), rng.integers(0, 3, n)] = 1
+    bow = (rng.random((n, VOCAB)) < 0.3).astype(np.float64)
+    bow[[2, 9]] = 0  # empty bag of words: dropped
+    features = rng.normal(size=(n, FEAT)).astype(np.float32)
+    write_mat5(tmp_path / "nus-wide-tc10-yall.mat", {"YAll": scipy.sparse.csc_matrix(bow)})
+    write_mat5(tmp_path / "nus-wide-tc10-lall.mat", {"LAll": scipy.sparse.csc_matrix(labels)})
+    write_mat5(tmp_path / "nus-wide-tc10-xall.mat", {"XAll": features})
+    ds = build(
+        "nus_wide", tmp_path, tmp_path / "cache", config_name="tc10_features", num_concepts=3, **PER_CLASS
+    )
+    assert split_recipe(ds)["rows"] == n - 2
+    for example in ds["database"]:
+        i = example["index"]
+        np.testing.assert_array_equal(example["text_features"], bow[i])
+        np.testing.assert_array_equal(example["labels"], labels[i])
+        np.testing.assert_allclose(example["image_features"], features[i])
