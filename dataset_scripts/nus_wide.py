@@ -44,7 +44,7 @@ import re
 import numpy as np
 
 from ._benchmark import BenchmarkBuilder, BenchmarkConfig, LoadedSource
-from ._raw_formats import RawFiles, read_integer_matrix, read_lines
+from ._raw_formats import RawFiles, printable, read_integer_matrix, read_lines
 from .common import ArrayRows, SourceData, check_row_counts, open_matrix, require_file
 
 _CITATION = """\
@@ -135,7 +135,10 @@ class NusWide(BenchmarkBuilder):
                 tags = read_integer_matrix(handle, source=tags_source)
             vocabulary = None
             if any(posixpath.basename(m) == config.tag_names_file for m in tag_files.members):
-                vocabulary = read_lines(tag_files.read_bytes(tag_files.find(config.tag_names_file)))
+                vocabulary = [
+                    printable(tag)
+                    for tag in read_lines(tag_files.read_bytes(tag_files.find(config.tag_names_file)))
+                ]
                 if len(vocabulary) != tags.shape[1]:
                     raise ValueError(
                         f"{config.tag_names_file} lists {len(vocabulary)} tags but {tags_source} has {tags.shape[1]} columns"
