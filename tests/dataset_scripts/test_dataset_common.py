@@ -226,6 +226,46 @@ def test_read_split_file_errors_name_the_file(tmp_path):
         read_split_file(tmp_path / "absent.json", 10)
 
 
+def test_read_split_file_maps_original_rows(tmp_path):
+    index = np.array([0, 2, 3, 5, 9])  # original rows 1, 4, 6, 7, 8 were dropped
+    dropped = {"no label": np.array([1, 4]), "empty bag of words": np.array([6, 7, 8])}
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps({"train": [9, 0], "validation": [3], "query": [5]}))
+    splits = read_split_file(path, 5, index=index, dropped=dropped)
+    assert {k: v.tolist() for k, v in splits.items()} == {
+        "train": [0, 4],
+        "validation": [2],
+        "query": [3],
+        "database": [0, 1, 2, 4],
+    }
+    path.write_text(json.dumps({"train": [0], "validation": [3], "query": [4, 7]}))
+    with pytest.raises(
+        ValueError,
+        match=r"splits.json: split 'query' names original row 4, but the builder dropped it \(no label\); 2 rows",
+    ):
+        read_split_file(path, 5, index=index, dropped=dropped)
+
+
+def test_read_split_file_release_folder(tmp_path):
+    folder = tmp_path / "release"
+    folder.mkdir()
+    np.save(folder / "train_data_list.npy", np.array([4, 0]))
+    np.save(folder / "test_data_list.npy", np.array([2]))
+    with pytest.raises(MissingFileError, match=r"split folder .*release' lacks \['val_data_list.npy'\]"):
+        read_split_file(folder, 6)
+    np.save(folder / "val_data_list.npy", np.array([1.0]))
+    with pytest.raises(ValueError, match=r"release/val_data_list.npy: expected a 1-D integer array"):
+        read_split_file(folder, 6)
+    np.save(folder / "val_data_list.npy", np.array([1]))
+    splits = read_split_file(folder, 6)
+    assert {k: v.tolist() for k, v in splits.items()} == {
+        "train": [0, 4],
+        "validation": [1],
+        "query": [2],
+        "database": [0, 1, 3, 4, 5],
+    }
+
+
 # ----------------------------------------------------------------------------- labels and checks
 
 
