@@ -3,8 +3,8 @@
 The text modality of the cross-modal hashing benchmarks is a bag-of-words (BoW) vector over a
 vocabulary chosen by frequency:
 
-- MIRFLICKR-25K: the Flickr tags used by at least 20 images (1386 words on the 20,015 kept pairs;
-  DCMH, Jiang & Li, CVPR 2017, section 4.1);
+- MIRFLICKR-25K: the Flickr tags used by at least 20 images, counted over all 25,000 images before any
+  pair is dropped, as the release does (1386 words; DCMH, Jiang & Li, CVPR 2017, section 4.1);
 - MS-COCO: the 2000 most frequent caption words after lower-casing, ``\\w+`` tokenization and
   removal of English stop words.
 

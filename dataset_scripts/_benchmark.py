@@ -18,10 +18,12 @@ all three keys: give the same name three times). MATLAB v5 files are read with s
 (MATLAB's column-major layout undone; ``matlab_layout`` forces it on or off); plain row-major ``.h5``
 files work too (images ``(N, H, W, C)`` or ``(N, C, H, W)``), and ``.npy`` for feature matrices.
 
-Rows with no label or an empty bag of words are dropped when ``drop_incomplete`` is on (default: on
-for the official layouts and for NUS-WIDE, whose protocol drops them; off for the prepared MIRFLICKR
-and COCO ``.mat`` files, where such a row is an error unless ``allow_empty_labels=True``). The
-``index`` column is always the row (or COCO image id) in the ORIGINAL files, before dropping.
+Rows with an empty bag of words, and rows with no label unless the builder keeps them
+(``DROP_UNLABELLED = False``: NUS-WIDE, whose release keeps them in the database), are dropped when
+``drop_incomplete`` is on (default: on for the official layouts and for NUS-WIDE; off for the prepared
+MIRFLICKR and COCO ``.mat`` files, where an unlabelled row is an error unless ``allow_empty_labels=True``).
+The ``index`` column is always the row (or COCO image id) in the ORIGINAL files, before dropping, and
+a ``split_file`` lists those values (``SourceData.dropped`` says why a row is missing).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ class BenchmarkConfig(CRCGSBuilderConfig):
     labels_file, labels_key (`str`): the label matrix (``*-lall.mat``, ``LAll``).
     matlab_layout (`bool`, *optional*): force MATLAB's transposed HDF5 layout on/off (default: detect).
     label_names (`tuple[str]`, *optional*): names of the label columns of the ``.mat`` layouts.
-    drop_incomplete (`bool`, *optional*): drop rows with no label or an empty BoW (default: see module).
+    drop_incomplete (`bool`, *optional*): drop rows with an empty BoW and (except NUS-WIDE) rows with no
+        label (default: see module).
     image_block_rows (`int`, defaults to 64): images decoded per block while preparing.
     chunk_rows (`int`, defaults to 1024): rows per written block (fewer than the base default: a block
         of encoded 224 x 224 images is ~0.1 MB a row).
@@ -98,6 +101,7 @@ class BenchmarkBuilder(CRCGSBuilder):
     DATASET: ClassVar[str] = ""
     MAT_LABEL_NAMES: ClassVar[tuple[str, ...] | None] = None  # column names of LAll, when known
     DROP_INCOMPLETE_MAT: ClassVar[bool] = False
+    DROP_UNLABELLED: ClassVar[bool] = True  # False: dropping removes only rows with an empty bag of words
     SOURCE_MODULES = (sys.modules[__name__], _bag_of_words, _benchmark_readers, _raw_formats)
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -128,12 +132,18 @@ class BenchmarkBuilder(CRCGSBuilder):
         if drop:
             has_label = source.labels.any(axis=1)
             has_text = nonempty_rows(source.text_features, chunk_rows=config.chunk_rows)
-            keep = np.flatnonzero(has_label & has_text)
-            facts.update(
-                dropped_without_label=int((~has_label).sum()),
-                dropped_empty_text=int((has_label & ~has_text).sum()),
+            index = np.arange(source.num_rows, dtype=np.int64) if source.index is None else source.index
+            if self.DROP_UNLABELLED:
+                no_label, empty_text = ~has_label, has_label & ~has_text
+                facts.update(dropped_without_label=int(no_label.sum()))
+            else:
+                no_label, empty_text = np.zeros_like(has_label), ~has_text
+                facts.update(unlabelled_rows_kept=int((has_text & ~has_label).sum()))
+            facts.update(dropped_empty_text=int(empty_text.sum()))
+            dropped = {"no label": index[no_label], "empty bag of words": index[empty_text]}
+            source = dataclasses.replace(
+                subset_source(source, np.flatnonzero(~(no_label | empty_text))), dropped=dropped
             )
-            source = subset_source(source, keep)
         facts["rows"] = source.num_rows
         self._facts = facts
         return source
@@ -143,10 +153,13 @@ class BenchmarkBuilder(CRCGSBuilder):
         config, dataset = self.config, self.DATASET
         labels_path = require_file(config.data_dir, config.labels_file, dataset=dataset)
         labels_source = f"{labels_path.name}:{config.labels_key}"
-        labels = to_multi_hot(
-            load_array(labels_path, config.labels_key, matlab_layout=config.matlab_layout),
-            source=labels_source,
-            num_labels=self._mat_num_labels(),
+        labels, facts = self._mat_labels(
+            to_multi_hot(
+                load_array(labels_path, config.labels_key, matlab_layout=config.matlab_layout),
+                source=labels_source,
+                num_labels=self._mat_num_labels(),
+            ),
+            labels_source,
         )
         text = open_matrix(
             require_file(config.data_dir, config.text_file, dataset=dataset),
@@ -177,11 +190,15 @@ class BenchmarkBuilder(CRCGSBuilder):
             images=images,
             labels_source=labels_source,
         )
-        return LoadedSource(source=source)
+        return LoadedSource(source=source, facts=facts)
 
     def _mat_num_labels(self) -> int | None:
         """The number of label columns the ``.mat`` layouts must have (None: any)."""
         return None
+
+    def _mat_labels(self, labels: np.ndarray, labels_source: str) -> tuple[np.ndarray, dict[str, Any]]:
+        """The label matrix of the ``.mat`` layouts as used, and facts to record (default: as read)."""
+        return labels, {}
 
     def _mat_label_names(self, num_labels: int, labels_source: str) -> list[str]:
         names = self.config.label_names

@@ -1,4 +1,4 @@
-"""Row readers the benchmark builders add to ``_readers.py``'s: sparse BoW, row subsets, MATLAB images.
+"""Row readers the benchmark builders add to ``_readers.py``'s: row subsets, MATLAB images.
 
 A plain module (no builder class), so ``datasets``' streaming patches of ``open``/``numpy.load`` do not
 reach it. Each reader satisfies ``RowMatrix`` (``source``, ``shape``, ``dtype``, ``read_rows(start, stop)``) or
@@ -14,23 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
-from ._readers import RowMatrix, check_feature_matrix, is_matlab_v73, load_array, require_file
+from ._readers import RowMatrix, is_matlab_v73, load_array, require_file
 from .common import SourceData
-
-
-class SparseRows:
-    """A ``scipy.sparse`` matrix (e.g. a bag of words) served as dense float32 row blocks."""
-
-    def __init__(self, matrix: sp.spmatrix, *, source: str):
-        self.matrix = sp.csr_matrix(matrix, dtype=np.float32)
-        check_feature_matrix(self.matrix.shape, self.matrix.dtype, source=source)
-        self.source, self.shape, self.dtype = source, tuple(self.matrix.shape), self.matrix.dtype
-
-    def read_rows(self, start: int, stop: int, local: np.ndarray | None = None) -> np.ndarray:
-        block = self.matrix[start:stop]
-        return (block if local is None else block[local]).toarray()
 
 
 class SubsetRows:

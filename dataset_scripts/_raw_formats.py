@@ -152,8 +152,21 @@ def read_id_list(raw: bytes, *, source: str, low: int, high: int) -> np.ndarray:
 
 
 def read_lines(raw: bytes) -> list[str]:
-    """Non-empty, stripped lines of a UTF-8 text file (undecodable bytes replaced)."""
-    return [line.strip() for line in raw.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    """Non-empty, stripped lines of a UTF-8 text file, decoded losslessly.
+
+    A byte that is not valid UTF-8 becomes a lone surrogate (``errors="surrogateescape"``), so different
+    byte strings stay different strings: ``errors="replace"`` would turn ``b"caf\\xe9"`` and ``b"caf\\xe8"``
+    into the same tag, counted together against a frequency threshold. ``printable`` gives the text
+    where valid Unicode is needed (Arrow columns, JSON records).
+    """
+    return [
+        line.strip() for line in raw.decode("utf-8", errors="surrogateescape").splitlines() if line.strip()
+    ]
+
+
+def printable(text: str) -> str:
+    """``text`` with the undecodable bytes kept by ``read_lines`` written as ``\\xNN`` escapes (valid Unicode)."""
+    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
 
 
 class MemberBytes(Sequence):

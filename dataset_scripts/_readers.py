@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import scipy.sparse as sp
 
 # ----------------------------------------------------------------------------------------------
 # Errors and input checks
@@ -146,6 +147,19 @@ class ArrayRows:
         return block if local is None else block[local]
 
 
+class SparseRows:
+    """A ``scipy.sparse`` matrix (a bag of words, a MATLAB v5 sparse variable) served as dense float32 row blocks."""
+
+    def __init__(self, matrix: sp.spmatrix, *, source: str):
+        self.matrix = sp.csr_matrix(matrix, dtype=np.float32)
+        check_feature_matrix(self.matrix.shape, self.matrix.dtype, source=source)
+        self.source, self.shape, self.dtype = source, tuple(self.matrix.shape), self.matrix.dtype
+
+    def read_rows(self, start: int, stop: int, local: np.ndarray | None = None) -> np.ndarray:
+        block = self.matrix[start:stop]
+        return (block if local is None else block[local]).toarray()
+
+
 class NpyRows:
     """A ``.npy`` matrix memory-mapped one block at a time.
 
@@ -271,7 +285,8 @@ def open_matrix(
 
     ``.npy``: memory-mapped per block (``key`` ignored). ``.h5``/``.hdf5`` and MATLAB v7.3 ``.mat``:
     streamed from HDF5 (``key`` = dataset name). ``.npz`` and MATLAB v5 ``.mat``: loaded into memory
-    (these formats cannot be read by rows; use ``.npy`` or v7.3 for large data).
+    (these formats cannot be read by rows; use ``.npy`` or v7.3 for large data); a v5 sparse variable
+    stays sparse (``SparseRows``).
     """
     import h5py
 
@@ -284,7 +299,10 @@ def open_matrix(
     if suffix == ".npz":
         return ArrayRows(_npz_member(path, _require_key(path, key)), source=f"{path.name}:{key}")
     if suffix == ".mat":
-        return ArrayRows(_mat_v5_member(path, _require_key(path, key)), source=f"{path.name}:{key}")
+        member = _mat_v5_member(path, _require_key(path, key))
+        if sp.issparse(member):  # a v5 sparse variable (e.g. a bag of words saved with sparse())
+            return SparseRows(member, source=f"{path.name}:{key}")
+        return ArrayRows(member, source=f"{path.name}:{key}")
     raise ValueError(
         f"{path.name}: unsupported file type {suffix!r}; expected .npy, .npz, .mat, .h5 or .hdf5"
     )
@@ -293,7 +311,8 @@ def open_matrix(
 def load_array(
     path: str | os.PathLike, key: str | None = None, *, matlab_layout: bool | None = None
 ) -> np.ndarray:
-    """Read a whole (small) array, e.g. labels, from ``.npy``/``.npz``/``.mat`` (v5 or v7.3)/``.h5``."""
+    """Read a whole (small) array, e.g. labels, from ``.npy``/``.npz``/``.mat`` (v5 or v7.3)/``.h5``;
+    a MATLAB v5 sparse variable comes back dense."""
     import h5py
 
     path = Path(path)
@@ -313,7 +332,8 @@ def load_array(
     if suffix == ".npz":
         return _npz_member(path, _require_key(path, key))
     if suffix == ".mat":
-        return _mat_v5_member(path, _require_key(path, key))
+        member = _mat_v5_member(path, _require_key(path, key))
+        return member.toarray() if sp.issparse(member) else member  # v5 sparse variable: densified
     raise ValueError(
         f"{path.name}: unsupported file type {suffix!r}; expected .npy, .npz, .mat, .h5 or .hdf5"
     )

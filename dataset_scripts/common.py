@@ -84,6 +84,7 @@ from ._splits import (
     class_balanced_splits,
     random_splits,
     read_split_file,
+    split_file_digest,
     validate_splits,
 )
 
@@ -118,6 +119,7 @@ __all__ = [
     "random_splits",
     "read_split_file",
     "require_file",
+    "split_file_digest",
     "split_method",
     "split_recipe",
     "to_multi_hot",
@@ -134,7 +136,11 @@ class CRCGSBuilderConfig(datasets.BuilderConfig):
 
     Split recipe, in order of precedence:
       * ``split_file`` (`str`): JSON ``{"train": [...], "validation": [...], "query": [...],
-        "database": [...]}`` of row indices (``database`` optional = every non-query row);
+        "database": [...]}`` (``database`` optional = every non-query row), or a folder of the CRCGS
+        release's ``train_data_list.npy``/``val_data_list.npy``/``test_data_list.npy`` (test = query).
+        Entries are ORIGINAL rows, the ``index`` column: rows of the original files before the
+        builder dropped any (MS-COCO official: image ids); naming a dropped row is an error. A cached
+        build is re-prepared when the file's sha256 differs from the recorded one;
       * class-balanced when ``query_per_class``, ``validation_per_class``, ``train_per_class`` are set;
       * random otherwise: ``num_query``, ``num_validation`` (``None``: 10% of the rows each) and
         ``num_train`` (``None``: every remaining row).
@@ -176,16 +182,18 @@ def describe_split_recipe(config: CRCGSBuilderConfig) -> dict[str, Any]:
     recipe: dict[str, Any] = {"method": method, "database": "all rows not in query"}
     if method == "file":
         path = Path(config.split_file)
+        recipe["database"] = "as listed in the split file (may overlap query), else all rows not in query"
         recipe["split_file"] = str(path)
-        if path.is_file():
-            recipe["split_file_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.exists():
+            recipe["split_file_sha256"] = split_file_digest(path)
     elif method == "class_balanced":
         recipe.update(
             seed=config.seed,
             query_per_class=config.query_per_class,
             validation_per_class=config.validation_per_class,
             train_per_class=config.train_per_class,
-            assignment="each row to one of its labels, uniformly at random",
+            sampler="per pass (query, validation, train), classes from the rarest up, uniform draws among "
+            "the remaining rows carrying the class",
         )
     else:
         recipe.update(
@@ -198,13 +206,22 @@ def describe_split_recipe(config: CRCGSBuilderConfig) -> dict[str, Any]:
 
 
 def make_splits(
-    config: CRCGSBuilderConfig, labels: np.ndarray, *, label_names: Sequence[str] | None = None
+    config: CRCGSBuilderConfig,
+    labels: np.ndarray,
+    *,
+    label_names: Sequence[str] | None = None,
+    index: np.ndarray | None = None,
+    dropped: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """The four splits of a source with ``labels`` (N, L) following ``config`` (see ``CRCGSBuilderConfig``)."""
+    """The four splits of a source with ``labels`` (N, L) following ``config`` (see ``CRCGSBuilderConfig``).
+
+    A ``split_file`` lists original rows (``index``: the source's ``index`` column, ``None``: positions);
+    naming a row in ``dropped`` (reason -> original rows) is an error that gives the reason.
+    """
     num_rows = labels.shape[0]
     method = split_method(config)
     if method == "file":
-        return read_split_file(config.split_file, num_rows)
+        return read_split_file(config.split_file, num_rows, index=index, dropped=dropped)
     if method == "class_balanced":
         return class_balanced_splits(
             labels,
@@ -336,8 +353,10 @@ class SourceData:
     image_features / text_features: ``RowMatrix`` readers (streamed), or None.
     texts: N strings, or None. images: N ``datasets.Image`` inputs (paths or bytes), or None.
     index: N int64 values written to the ``index`` column (the row in the ORIGINAL files when the
-    builder dropped rows, e.g. unlabelled ones); default ``arange(N)``. Splits, ``split_file`` and the
-    generator keys always refer to positions ``0..N-1`` of this source.
+    builder dropped rows, e.g. unlabelled ones); default ``arange(N)``. A ``split_file`` lists these
+    values; splits and the generator keys are positions ``0..N-1`` of this source.
+    dropped: original rows (``index`` values) the builder dropped, by reason (e.g. ``"empty bag of
+    words"``), so that a split file naming one gets an error saying why.
     """
 
     labels: np.ndarray
@@ -348,6 +367,7 @@ class SourceData:
     images: Sequence[Any] | None = None
     labels_source: str = "labels"
     index: np.ndarray | None = None
+    dropped: Mapping[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if self.labels.ndim != 2 or self.labels.dtype != np.int8:
@@ -469,7 +489,11 @@ class CRCGSBuilder(datasets.GeneratorBasedBuilder, abc.ABC):
 
     def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
         """As in ``datasets``, but a bad-input ``ValueError`` raised while writing a split surfaces as itself
-        (``datasets`` wraps it in ``DatasetGenerationError``), e.g. NaN features found in a streamed block."""
+        (``datasets`` wraps it in ``DatasetGenerationError``), e.g. NaN features found in a streamed block.
+        A cached build whose ``split_file`` changed since (sha256 differs from the recorded one) is
+        prepared again."""
+        if not self._info_from_source and self._split_file_changed():
+            kwargs["download_mode"] = datasets.DownloadMode.FORCE_REDOWNLOAD
         try:
             super().download_and_prepare(*args, **kwargs)
         except datasets.exceptions.DatasetGenerationError as error:
@@ -477,6 +501,18 @@ class CRCGSBuilder(datasets.GeneratorBasedBuilder, abc.ABC):
             if isinstance(cause, ValueError):
                 raise type(cause)(*cause.args) from error
             raise
+
+    def _split_file_changed(self) -> bool:
+        """Whether the cached info records a split file whose content differs from the file on disk now."""
+        try:
+            recipe = split_recipe(self)
+        except ValueError:  # no recipe recorded: nothing to compare
+            return False
+        if recipe.get("method") != "file":
+            return False
+        path = Path(recipe["split_file"])
+        current = split_file_digest(path) if path.exists() else None
+        return current != recipe.get("split_file_sha256")
 
     @abc.abstractmethod
     def _load_source(self) -> SourceData:
@@ -497,7 +533,13 @@ class CRCGSBuilder(datasets.GeneratorBasedBuilder, abc.ABC):
             self.info = self._source_info()
             self._info_from_source = True
         source = self.source
-        splits = make_splits(self.config, source.labels, label_names=source.label_names)
+        splits = make_splits(
+            self.config,
+            source.labels,
+            label_names=source.label_names,
+            index=source.index,
+            dropped=source.dropped,
+        )
         return [datasets.SplitGenerator(name=name, gen_kwargs={"rows": splits[name]}) for name in SPLITS]
 
     def _generate_examples(self, rows: np.ndarray) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -7,8 +7,10 @@ Expected ``data_dir`` layouts (row ``i`` of every array is pair ``i``)::
         text_features.npy     (N, Dt) float    e.g. bag-of-words
         labels.npy            (N, L) 0/1 multi-hot, or (N,) integer class ids (0-based -> one-hot)
         splits.json           optional {"train": [...], "validation": [...], "query": [...],
-                              "database": [...]} of row indices (database optional: all non-query)
-        label_names.txt       optional, one label name per line (default label_00, label_01, ...)
+                              "database": [...]} of row indices (database optional: all non-query;
+                              a given database may overlap query, e.g. query = database = test)
+        label_names.txt       optional, one label name per line (default label_00, label_01, ...),
+                              or label_names.json, a JSON list of names
 
     data_dir/                                  # layout B: one archive holding the three arrays
         features.npz | features.mat | features.h5   (any name; pass data_file= when several exist)
@@ -28,6 +30,7 @@ Without ``splits.json`` (or ``split_file=``) the splits are random with ``seed``
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from .common import (
@@ -52,7 +55,7 @@ _LICENSE = "as the user's data"
 _NPY_FILES = {"image": "image_features.npy", "text": "text_features.npy", "labels": "labels.npy"}
 _ARCHIVE_SUFFIXES = (".npz", ".mat", ".h5", ".hdf5")
 _SPLITS_FILE = "splits.json"
-_LABEL_NAMES_FILE = "label_names.txt"
+_LABEL_NAMES_FILES = ("label_names.txt", "label_names.json")
 
 
 @dataclasses.dataclass
@@ -141,16 +144,38 @@ class FeaturesBuilder(CRCGSBuilder):
         config = self.config
         if config.label_names is not None:
             names, origin = list(config.label_names), "label_names option"
-        elif config.data_dir and (Path(config.data_dir) / _LABEL_NAMES_FILE).is_file():
-            lines = (Path(config.data_dir) / _LABEL_NAMES_FILE).read_text(encoding="utf-8").splitlines()
-            names, origin = [line.strip() for line in lines if line.strip()], _LABEL_NAMES_FILE
         else:
-            return [f"label_{i:02d}" for i in range(num_labels)]
+            found = [
+                Path(config.data_dir) / n
+                for n in _LABEL_NAMES_FILES
+                if config.data_dir and (Path(config.data_dir) / n).is_file()
+            ]
+            if not found:
+                return [f"label_{i:02d}" for i in range(num_labels)]
+            if len(found) > 1:
+                raise ValueError(
+                    f"features: both {_LABEL_NAMES_FILES[0]} and {_LABEL_NAMES_FILES[1]} are in {config.data_dir!r}; keep one"
+                )
+            names, origin = _read_label_names(found[0]), found[0].name
         if len(names) != num_labels:
             raise ValueError(
                 f"features: {origin} gives {len(names)} names, expected {num_labels} (one per label column)"
             )
         return names
+
+
+def _read_label_names(path: Path) -> list[str]:
+    """Label names from ``label_names.txt`` (one per line) or ``label_names.json`` (a list of strings)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".txt":
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    try:
+        names = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"features: {path.name} is not valid JSON ({error})") from error
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ValueError(f"features: {path.name} must be a JSON list of non-empty label names")
+    return [n.strip() for n in names]
 
 
 def _require_dir(data_dir: str | None) -> str:

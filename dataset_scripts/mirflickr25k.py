@@ -21,7 +21,9 @@ they exist for 14 concepts only and are subsets of the plain files); the tag voc
 used by at least ``min_tag_count`` = 20 of the 25,000 images (this is ``mirflickr/doc/common_tags.txt``,
 1386 tags); the text is a binary bag of words over it; pairs without label or without a vocabulary tag
 are dropped (20,015 pairs, DCMH section 4.1). ``text`` keeps the image's tags (one line each in the
-tags file) joined by spaces; ``image`` holds the original JPEG bytes; ``index`` is ``n - 1``.
+tags file) joined by spaces; ``image`` holds the original JPEG bytes; ``index`` is ``n - 1``. Tags are
+decoded losslessly (bytes that are not UTF-8 keep two tags apart; ``_raw_formats.read_lines``) and such
+bytes are written as ``\\xNN`` in ``text`` and in the recorded vocabulary.
 
 Splits (METHOD.md): random with ``seed``, 2,000 query, 2,000 validation, 10,000 train; the database is
 every non-query pair. Every size is an option.
@@ -35,8 +37,8 @@ import numpy as np
 
 from ._bag_of_words import build_bag_of_words
 from ._benchmark import BenchmarkBuilder, BenchmarkConfig, LoadedSource
-from ._benchmark_readers import SparseRows
-from ._raw_formats import MemberBytes, RawFiles, read_id_list, read_lines
+from ._raw_formats import MemberBytes, RawFiles, printable, read_id_list, read_lines
+from ._readers import SparseRows
 from .common import SourceData
 
 _CITATION = """\
@@ -141,10 +143,10 @@ class Mirflickr25k(BenchmarkBuilder):
             labels=labels,
             label_names=list(config.concepts),
             text_features=SparseRows(bow.matrix, source=f"{files.location}:mirflickr/meta/tags"),
-            texts=[" ".join(doc) for doc in tags],
+            texts=[printable(" ".join(doc)) for doc in tags],
             images=images,
             labels_source=f"{config.annotations_archive} concept files",
             index=numbers - 1,
         )
-        facts = {"min_tag_count": config.min_tag_count, "vocabulary": bow.vocabulary}
+        facts = {"min_tag_count": config.min_tag_count, "vocabulary": [printable(w) for w in bow.vocabulary]}
         return LoadedSource(source=source, facts=facts)

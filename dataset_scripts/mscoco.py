@@ -19,7 +19,10 @@ are dropped. ``image`` holds the original JPEG bytes; ``index`` is the COCO imag
 
 ``mat_features`` / ``mat_images`` read the hashing-style ``.mat`` layout instead (defaults
 ``mscoco-{xall,iall,yall,lall}.mat``, keys ``XAll``/``IAll``/``YAll``/``LAll``; no common naming exists
-in the field for COCO, so set the file names and keys of your copy).
+in the field for COCO, so set the file names and keys of your copy). A label matrix with 81 columns is
+the CRCGS release's ``label.npy`` layout: its last column is dropped, as the release's loader does
+(``split_recipe`` records ``dropped_label_column``), so it never takes part in relevance; rows left
+without a label are then an error unless ``allow_empty_labels=True``.
 
 Splits (METHOD.md): random with ``seed``, 5,000 query, 5,000 validation, 10,000 train; the database
 is every non-query image. Every size is an option.
@@ -36,8 +39,8 @@ import scipy.sparse as sp
 
 from ._bag_of_words import ENGLISH_STOP_WORDS, build_bag_of_words, tokenize
 from ._benchmark import BenchmarkBuilder, BenchmarkConfig, LoadedSource
-from ._benchmark_readers import SparseRows
 from ._raw_formats import MemberBytes, RawFiles
+from ._readers import SparseRows
 from .common import SourceData
 
 _CITATION = """\
@@ -135,6 +138,16 @@ class Mscoco(BenchmarkBuilder):
     DATASET = "mscoco"
     CITATION, DESCRIPTION, HOMEPAGE, LICENSE = _CITATION, _DESCRIPTION, _HOMEPAGE, _LICENSE
     MAT_LABEL_NAMES = CATEGORIES
+
+    def _mat_labels(self, labels: np.ndarray, labels_source: str) -> tuple[np.ndarray, dict[str, Any]]:
+        """The release's 81-column ``label.npy`` layout: its last column is not one of the 80 categories,
+        and the release's loader removes it (``label[:, :-1]``); so is it here, before any relevance."""
+        if labels.shape[1] != len(CATEGORIES) + 1:
+            return labels, {}
+        return labels[:, : len(CATEGORIES)], {
+            "dropped_label_column": len(CATEGORIES),
+            "dropped_label_column_positives": int(labels[:, -1].sum()),
+        }
 
     def _load_official(self) -> LoadedSource:
         config = self.config

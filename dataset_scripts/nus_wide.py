@@ -23,10 +23,16 @@ image URLs, so the official layout has the tag bag of words as ``text_features``
 pre-extracted image features for its image modality: ``image_features_file`` (default
 ``image_features.npy``; or .mat/.h5 with ``image_features_key``), one row per line of ``AllTags1k.txt``. ``index`` is the image's line in ``AllTags1k.txt``.
 
-Pairs with no label among the chosen concepts or an empty bag of words are dropped in every layout
-(METHOD.md). Splits are class-balanced (METHOD.md): 100 query, 100 validation and 500 train pairs per
-concept (2,100 / 2,100 / 10,500 for tc21), options ``query_per_class``, ``validation_per_class``,
-``train_per_class``; the database is every non-query pair.
+Pairs with an empty bag of words are dropped in every layout; pairs with no label among the chosen
+concepts are KEPT, as the CRCGS release keeps them (``process_data.py`` drops only empty bags of
+words): they are never drawn into query/validation/train, so they sit in the database as items no
+query finds relevant (``split_recipe`` records ``unlabelled_rows_kept``). Splits are class-balanced
+(METHOD.md), by the release's sampler (``_splits.class_balanced_splits``): query, then validation,
+then train, each pass visiting the concepts from the rarest up and drawing 100 / 100 / 500 pairs per
+concept uniformly among the remaining pairs that carry it (2,100 / 2,100 / 10,500 for tc21); options
+``query_per_class``, ``validation_per_class``, ``train_per_class``; the database is every non-query
+pair. ``split_file`` may also be a folder holding the release's ``*_data_list.npy`` files, which index
+the rows of the original files as ``index`` does.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import re
 import numpy as np
 
 from ._benchmark import BenchmarkBuilder, BenchmarkConfig, LoadedSource
-from ._raw_formats import RawFiles, read_integer_matrix, read_lines
+from ._raw_formats import RawFiles, printable, read_integer_matrix, read_lines
 from .common import ArrayRows, SourceData, check_row_counts, open_matrix, require_file
 
 _CITATION = """\
@@ -50,8 +56,8 @@ _CITATION = """\
 }"""
 _DESCRIPTION = (
     "NUS-WIDE for cross-modal retrieval: Flickr images, a 1000-d tag bag of words and the 21 (or 10) most "
-    "frequent of its 81 concepts as multi-hot labels; pairs without label or tag dropped; class-balanced "
-    "query/validation/train splits."
+    "frequent of its 81 concepts as multi-hot labels; pairs without tag dropped, pairs without label kept in "
+    "the database; class-balanced query/validation/train splits drawn from the rarest concept up."
 )
 _HOMEPAGE = "https://lms.comp.nus.edu.sg/wp-content/uploads/2019/research/nuswide/NUS-WIDE.html"
 _LICENSE = "Research use; images under their Flickr licenses."
@@ -80,6 +86,7 @@ class NusWideConfig(BenchmarkConfig):
     query_per_class: int | None = 100
     validation_per_class: int | None = 100
     train_per_class: int | None = 500
+    allow_empty_labels: bool = True  # unlabelled pairs stay in the database, as in the release
 
 
 def _config(num: int, layout: str) -> NusWideConfig:
@@ -108,6 +115,7 @@ class NusWide(BenchmarkBuilder):
     DATASET = "nus_wide"
     CITATION, DESCRIPTION, HOMEPAGE, LICENSE = _CITATION, _DESCRIPTION, _HOMEPAGE, _LICENSE
     DROP_INCOMPLETE_MAT = True
+    DROP_UNLABELLED = False
 
     def _mat_num_labels(self) -> int | None:
         return self.config.num_concepts
@@ -127,7 +135,10 @@ class NusWide(BenchmarkBuilder):
                 tags = read_integer_matrix(handle, source=tags_source)
             vocabulary = None
             if any(posixpath.basename(m) == config.tag_names_file for m in tag_files.members):
-                vocabulary = read_lines(tag_files.read_bytes(tag_files.find(config.tag_names_file)))
+                vocabulary = [
+                    printable(tag)
+                    for tag in read_lines(tag_files.read_bytes(tag_files.find(config.tag_names_file)))
+                ]
                 if len(vocabulary) != tags.shape[1]:
                     raise ValueError(
                         f"{config.tag_names_file} lists {len(vocabulary)} tags but {tags_source} has {tags.shape[1]} columns"

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from transformers import AutoConfig, PreTrainedConfig
 
 from .backbones import set_backbone_fields, validate_backbone_fields
+from .normalization import check_normalization
 from .utils import check_positive_int
 
 __all__ = ["CRCGSConfig"]
@@ -23,7 +24,7 @@ _POSITIVE_INT_LISTS = (
     "image_discriminator_dims",
     "text_discriminator_dims",
 )
-_DROPOUTS = ("teacher_dropout", "hash_dropout")
+_DROPOUTS = ("teacher_dropout", "hash_dropout", "tower_input_dropout")
 _TEMPERATURES = ("contrastive_temperature", "support_set_temperature")
 _WEIGHTS = (
     "label_loss_weight",
@@ -59,6 +60,9 @@ class CRCGSConfig(PreTrainedConfig):
             Code length K of the hash head, in [8, 1024].
         tower_hidden_dims (`list[int]`, *optional*, defaults to `[2048, 2048, 2048]`):
             Widths of the student towers f_I and f_T (one Linear+tanh per entry).
+        tower_input_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on the student towers' inputs (the release has none; the recipe for small real data
+            uses 0.2, measured in docs/REAL_DATA.md).
         common_dim (`int`, *optional*, defaults to 1024):
             Width d of the common space: the shared Linear W maps the last tower width to d.
         converted_dim (`int`, *optional*, defaults to 1024):
@@ -115,6 +119,12 @@ class CRCGSConfig(PreTrainedConfig):
             beta of the hash loss: label likelihood term.
         hash_quantization_weight (`float`, *optional*, defaults to 0.0):
             gamma of the hash loss: quantization term.
+        image_feature_normalization (`str`, *optional*, defaults to `"none"`):
+            Per-feature normalisation of the image features, fitted on the training split by the trainer and
+            stored with the weights: `"none"`, `"standardize"` ((x - mean) / std) or `"sqrt-standardize"`
+            (the same on sqrt(x), for histograms and proportions). See `modeling_crcgs.normalization`.
+        text_feature_normalization (`str`, *optional*, defaults to `"none"`):
+            The same for the text features (bag of words, topic proportions, sentence embeddings).
         vision_config (`PreTrainedConfig` or `dict`, *optional*):
             A `transformers` backbone for raw images (issue 6): the image tower becomes backbone -> pooled
             output -> the tower MLP and takes `pixel_values`. `None` (and no `vision_backbone`) keeps the
@@ -161,6 +171,7 @@ class CRCGSConfig(PreTrainedConfig):
         num_labels: int | None = None,
         hash_bits: int = 64,
         tower_hidden_dims: Sequence[int] = (2048, 2048, 2048),
+        tower_input_dropout: float = 0.0,
         common_dim: int = 1024,
         converted_dim: int = 1024,
         teacher_i2t_encoder_dims: Sequence[int] = (2048,),
@@ -187,6 +198,8 @@ class CRCGSConfig(PreTrainedConfig):
         hash_similarity_weight: float = 1.0,
         hash_label_weight: float = 1.0,
         hash_quantization_weight: float = 0.0,
+        image_feature_normalization: str = "none",
+        text_feature_normalization: str = "none",
         vision_config: PreTrainedConfig | dict | None = None,
         vision_backbone: str | None = None,
         vision_finetuning: str = "full",
@@ -203,6 +216,7 @@ class CRCGSConfig(PreTrainedConfig):
         self.text_input_dim = text_input_dim
         self.hash_bits = hash_bits
         self.tower_hidden_dims = _as_int_list(tower_hidden_dims, "tower_hidden_dims")
+        self.tower_input_dropout = tower_input_dropout
         self.common_dim = common_dim
         self.converted_dim = converted_dim
         self.teacher_i2t_encoder_dims = _as_int_list(teacher_i2t_encoder_dims, "teacher_i2t_encoder_dims")
@@ -229,6 +243,8 @@ class CRCGSConfig(PreTrainedConfig):
         self.hash_similarity_weight = hash_similarity_weight
         self.hash_label_weight = hash_label_weight
         self.hash_quantization_weight = hash_quantization_weight
+        self.image_feature_normalization = image_feature_normalization
+        self.text_feature_normalization = text_feature_normalization
         set_backbone_fields(
             self, "image", vision_config, vision_backbone, vision_finetuning, vision_lora, vision_pooling
         )
@@ -295,6 +311,8 @@ class CRCGSConfig(PreTrainedConfig):
             check_positive_int("contrastive_n_data", self.contrastive_n_data)
         if not _is_real(self.contrastive_eps) or not 0.0 <= self.contrastive_eps < 1.0:
             raise ValueError(f"contrastive_eps must be a number in [0, 1), got {self.contrastive_eps!r}")
+        check_normalization(self.image_feature_normalization, "image_feature_normalization")
+        check_normalization(self.text_feature_normalization, "text_feature_normalization")
         validate_backbone_fields(self)
 
 

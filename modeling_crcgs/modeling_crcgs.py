@@ -31,6 +31,7 @@ from .hashing import sign_codes
 from .losses import CRCGSHashLoss, CRCGSStudentLoss, discriminator_loss, reconstruction_loss
 from .modeling_outputs import CRCGSModelOutput, CRCGSPreTrainingOutput
 from .networks import Discriminator, GenerationNetwork, HashHead, build_tower, evaluating, frozen_call
+from .normalization import FeatureNormalizer
 from .utils import check_matrix, check_same_batch, move_into
 
 __all__ = [
@@ -67,6 +68,10 @@ def _shape_mismatch_message(path: str | os.PathLike, kwargs: dict) -> str:
         f"{detail}. Load it with its own config.json, or pass ignore_mismatched_sizes=True to re-initialise "
         "the mismatched weights."
     )
+
+
+def _normalizer(num_features: int, kind: str) -> Optional[FeatureNormalizer]:
+    return None if kind == "none" else FeatureNormalizer(num_features, kind)
 
 
 class CRCGSPreTrainedModel(PreTrainedModel):
@@ -146,7 +151,36 @@ class CRCGSModel(CRCGSPreTrainedModel):
         self.hash_head = HashHead(
             config.common_dim, config.hash_head_hidden_dim, config.hash_bits, config.hash_dropout
         )
+        # Input normalisers (fitted by the trainer, saved as buffers); None keeps the features as given.
+        self.image_normalizer = _normalizer(config.image_input_dim, config.image_feature_normalization)
+        self.text_normalizer = _normalizer(config.text_input_dim, config.text_feature_normalization)
         self.post_init()
+
+    def normalize_features(
+        self, features: torch.Tensor, modality: str, name: Optional[str] = None
+    ) -> torch.Tensor:
+        """Checked ``(n, {modality}_input_dim)`` features after the model's fitted input normaliser (if any).
+
+        Every network that takes pre-extracted features (feature towers, teachers, discriminators) sees them
+        through this method, so all of them work in the same normalised space."""
+        width = self.config.image_input_dim if modality == "image" else self.config.text_input_dim
+        name = name or f"{modality}_features"
+        features = check_matrix(features, name, width, self.dtype)
+        normalizer = self.image_normalizer if modality == "image" else self.text_normalizer
+        return features if normalizer is None else normalizer(features, name)
+
+    @torch.no_grad()
+    def fit_feature_normalizers(
+        self, image_features: Optional[torch.Tensor] = None, text_features: Optional[torch.Tensor] = None
+    ) -> None:
+        """Fit the configured normalisers on training features (rows = training items); a modality whose
+        normalisation is ``"none"`` or whose features are not given is left alone."""
+        for normalizer, features, name in (
+            (self.image_normalizer, image_features, "image_features"),
+            (self.text_normalizer, text_features, "text_features"),
+        ):
+            if normalizer is not None and features is not None:
+                normalizer.fit(torch.as_tensor(features), name)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """As ``PreTrainedModel.save_pretrained``; towers under LoRA also write their ``peft`` adapters
@@ -168,8 +202,7 @@ class CRCGSModel(CRCGSPreTrainedModel):
             raise ValueError(
                 "pixel_values needs an image backbone (config.vision_config); this model takes image_features"
             )
-        x = check_matrix(image_features, "image_features", self.config.image_input_dim, self.dtype)
-        return self.common_projection(self.image_tower(x))
+        return self.common_projection(self.image_tower(self.normalize_features(image_features, "image")))
 
     def get_text_features(
         self,
@@ -186,8 +219,7 @@ class CRCGSModel(CRCGSPreTrainedModel):
             raise ValueError(
                 "input_ids needs a text backbone (config.text_config); this model takes text_features"
             )
-        t = check_matrix(text_features, "text_features", self.config.text_input_dim, self.dtype)
-        return self.common_projection(self.text_tower(t))
+        return self.common_projection(self.text_tower(self.normalize_features(text_features, "text")))
 
     @torch.no_grad()
     def hash_codes_from_embeddings(self, embeds: torch.Tensor) -> torch.Tensor:
@@ -490,8 +522,8 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
             raise ValueError(
                 f"stage={stage!r} needs both image_features and text_features (or the teacher_* inputs)"
             )
-        x_t = check_matrix(x_t, x_name, self.config.image_input_dim, self.dtype)
-        t_t = check_matrix(t_t, t_name, self.config.text_input_dim, self.dtype)
+        x_t = self.crcgs.normalize_features(x_t, "image", x_name)
+        t_t = self.crcgs.normalize_features(t_t, "text", t_name)
         check_same_batch(**{x_name: x_t, t_name: t_t})
         return x_t, t_t
 

@@ -19,6 +19,9 @@ from typing import Any, Literal, Optional
 
 # The trainer's units, in order (the model's forward stages are modeling_crcgs.modeling_crcgs.FORWARD_STAGES).
 TRAINING_STAGES = ("teachers", "student", "hash")
+# Shipped settings picked when --dataset names one of these and no --config is given.
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_CONFIGS = ("mirflickr25k", "nus_wide", "mscoco", "features")
 TRACKERS = ("jsonl", "tensorboard", "wandb")
 
 
@@ -145,6 +148,13 @@ class ModelArguments:
 class CRCGSTrainingArguments:
     """How to train: the three stages, Accelerate, checkpointing, logging and publishing."""
 
+    config: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "A YAML or JSON file of arguments (flags override it). Default: the shipped settings of "
+            "--dataset mirflickr25k|nus_wide|mscoco|features (training/configs/), none for synthetic."
+        },
+    )
     output_dir: str = field(default="outputs", metadata={"help": "Where the run writes everything."})
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing over an output_dir that holds a finished model."}
@@ -172,6 +182,13 @@ class CRCGSTrainingArguments:
     student_lr_patience: Optional[int] = field(
         default=None,
         metadata={"help": "Halve the student lr on a val-mAP plateau of this many epochs (MS-COCO: 5)."},
+    )
+    early_stopping_patience: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Student and hash stages: stop after this many epochs without a better validation mAP "
+            "(the best epoch is kept either way). Default: train every epoch, as the release."
+        },
     )
     # Stage 3: hash heads (METHOD.md "Hash-head losses").
     hash_epochs: int = field(default=30, metadata={"help": "Hash-head epochs (release: MIRFLICKR 30)."})
@@ -242,7 +259,13 @@ class CRCGSTrainingArguments:
             _check_positive(name, getattr(self, name))
         _check_positive("min_learning_rate", self.min_learning_rate, allow_zero=True)
         _check_positive("teacher_lr_patience", self.teacher_lr_patience, allow_zero=True)
-        for name in ("student_lr_patience", "checkpointing_steps", "checkpoints_total_limit", "eval_top_k"):
+        for name in (
+            "student_lr_patience",
+            "early_stopping_patience",
+            "checkpointing_steps",
+            "checkpoints_total_limit",
+            "eval_top_k",
+        ):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
         for name in (
@@ -295,23 +318,30 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return values
 
 
+def default_config_file(dataset: Optional[str]) -> Optional[Path]:
+    """The shipped settings of a dataset (``training/configs/<dataset>.yaml``), used when no --config is given."""
+    return CONFIG_DIR / f"{dataset}.yaml" if dataset in DEFAULT_CONFIGS else None
+
+
 def parse_args(
     argv: Optional[list[str]] = None,
 ) -> tuple[DataArguments, ModelArguments, CRCGSTrainingArguments]:
-    """Parse `--config FILE` (optional) and flags; flags override the file's values."""
+    """Parse `--config FILE` and flags; flags override the file's values.
+
+    Without `--config`, `--dataset mirflickr25k|nus_wide|mscoco|features` takes that dataset's shipped file
+    (`training/configs/<dataset>.yaml`: the release's settings, or the recipe for your own features); the file
+    used is recorded as `config`."""
     from transformers import HfArgumentParser
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
-    known, rest = pre.parse_known_args(argv)
+    pre.add_argument("--dataset", default=None)
+    known, _ = pre.parse_known_args(argv)
+    config_file = known.config or default_config_file(known.dataset)
     parser = HfArgumentParser(ARGUMENT_CLASSES)
-    parser.add_argument(
-        "--config", default=None, help="A YAML or JSON file of arguments (flags override it)."
-    )
-    if known.config is not None:
-        parser.set_defaults(**load_config_file(known.config))
-    # The --config value itself lands in a trailing argparse Namespace that is dropped here.
-    outputs = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
+    if config_file is not None:
+        parser.set_defaults(**load_config_file(config_file), config=str(config_file))
+    outputs = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     data_args, model_args, train_args = outputs[:3]
     check_stage_sources(model_args, train_args)
     return data_args, model_args, train_args

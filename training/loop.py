@@ -80,6 +80,12 @@ class UnitSpec:
     load_best: Callable[[dict[str, torch.Tensor]], None]
     plateau_patience: Optional[int] = None
     min_lr: float = 0.0
+    early_stopping_patience: Optional[int] = None  # stop after this many epochs without a better metric
+
+
+def _patience_exhausted(patience: Optional[int], epoch: int, best_epoch: Optional[int]) -> bool:
+    """True when ``patience`` epochs have passed since the best one (never without a patience)."""
+    return patience is not None and best_epoch is not None and epoch - best_epoch >= patience
 
 
 class UnitRunner:
@@ -157,7 +163,11 @@ class UnitRunner:
             desc=spec.name,
             disable=not acc.is_local_main_process,
         )
-        for epoch in range(state.epoch, spec.epochs):
+        # A run stopped early and killed before it was marked done resumes past its last epoch.
+        stopped = state.epoch > 0 and _patience_exhausted(
+            spec.early_stopping_patience, state.epoch - 1, state.best_epoch
+        )
+        for epoch in range(state.epoch, state.epoch if stopped else spec.epochs):
             spec.sampler.set_epoch(epoch)
             loader = (
                 acc.skip_first_batches(spec.loader, state.step_in_epoch)
@@ -189,6 +199,12 @@ class UnitRunner:
             self._end_epoch(spec, epoch, plateau)
             state.epoch, state.step_in_epoch = epoch + 1, 0
             self.checkpoints.save(acc, state)
+            if _patience_exhausted(spec.early_stopping_patience, epoch, state.best_epoch):
+                logger.info(
+                    f"[{spec.name}] early stop after epoch {epoch}: no better {spec.metric} for "
+                    f"{spec.early_stopping_patience} epochs (best epoch {state.best_epoch})"
+                )
+                break
         bar.close()
         acc.wait_for_everyone()
         spec.load_best(self.store.load_best(spec.name))

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 
@@ -38,6 +39,25 @@ def build_config(
         hash_bits=hash_bits,
         **values,
     )
+
+
+def fit_input_normalizers(model: CRCGSForPreTraining, train_split: Any) -> list[str]:
+    """Fit the model's configured input normalisers on the training split's features (before any stage).
+
+    Returns the normalised modalities, for the log. The statistics are buffers of the retrieval model, so they
+    are saved with it and apply to raw features after ``from_pretrained``."""
+    crcgs = model.crcgs
+    wanted = [m for m in ("image", "text") if getattr(crcgs, f"{m}_normalizer") is not None]
+    if not wanted:
+        return []
+    view = train_split.with_format("numpy", columns=[f"{m}_features" for m in wanted])
+    crcgs.fit_feature_normalizers(
+        **{
+            f"{m}_features": torch.from_numpy(np.asarray(view[f"{m}_features"], dtype=np.float32))
+            for m in wanted
+        }
+    )
+    return wanted
 
 
 def set_trainable(model: torch.nn.Module, parameters: list[torch.nn.Parameter]) -> None:

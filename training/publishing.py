@@ -70,6 +70,7 @@ def evaluate_model(
         batch_size=args.eval_batch_size,
         accelerator=accelerator,
         processor=processor,
+        train_split=splits["train"],
     )
 
 

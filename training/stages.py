@@ -156,6 +156,7 @@ def student_unit(
         load_best=lambda tensors: load_partial_state(model, tensors, "best student"),
         plateau_patience=args.student_lr_patience,
         min_lr=args.min_learning_rate,
+        early_stopping_patience=args.early_stopping_patience,
     )
 
 
@@ -220,4 +221,5 @@ def hash_unit(
         optimizer=optimizer,
         best_tensors=lambda: trainable_state(model),
         load_best=lambda tensors: load_partial_state(model, tensors, f"best hash head ({bits} bits)"),
+        early_stopping_patience=args.early_stopping_patience,
     )

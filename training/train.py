@@ -38,7 +38,13 @@ from training.checkpointing import (
 from training.data import FEATURE_COLUMNS, data_dims, load_splits
 from training.logging_utils import LOG_NAME, plot_loss_curves, select_trackers
 from training.loop import NonFiniteLossError, UnitRunner
-from training.model_setup import build_config, load_partial_state, load_student, load_teachers
+from training.model_setup import (
+    build_config,
+    fit_input_normalizers,
+    load_partial_state,
+    load_student,
+    load_teachers,
+)
 from training.publishing import (
     HubPushError,
     evaluate_model,
@@ -175,6 +181,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     config = build_config(model_args.model_config, dims, model_args.hash_bits[0], num_batches)
     set_seed(args.seed)
     model = CRCGSForPreTraining(config)
+    normalized = fit_input_normalizers(model, splits["train"])
+    if normalized:
+        logger.info(f"input normalisation fitted on the training split: {', '.join(normalized)} features")
 
     # 5. Resume point and the runner shared by all units of work.
     checkpoints = CheckpointManager(output_dir, args.checkpoints_total_limit)

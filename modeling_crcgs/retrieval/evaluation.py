@@ -162,6 +162,7 @@ def evaluate_retrieval(
     batch_size: int = 256,
     accelerator: Any = None,
     processor: Any = None,
+    train_split: Any = None,
 ) -> dict:
     """Cross-modal retrieval scores of ``model``: I2T and T2I, Hamming codes and continuous embeddings.
 
@@ -177,12 +178,18 @@ def evaluate_retrieval(
             same result).
         processor: the model's ``CRCGSProcessor``, needed when it has backbone towers: their raw inputs go
             through :func:`feature_level_view` first.
+        train_split (`datasets.Dataset`, *optional*): the training split. When it and the query and database
+            splits hold ``image_features`` and ``text_features``, linear CCA is fitted on it and scored on the
+            same query/database (:func:`modeling_crcgs.retrieval.baselines.cca_baseline`), under ``baselines.cca``; a
+            warning says so when the model does not beat it.
 
     Returns:
         `dict` shaped as ``eval_results.json``: ``dataset``, ``hash_bits``, ``num_query``,
         ``num_database``, ``hamming`` and ``continuous``, each ``{"i2t": {...}, "t2i": {...}}`` with
-        ``map_all``, ``map_at_k``, ``k`` (Hamming adds ``precision_at_radius_2``), and ``curves`` with
-        the precision@k / recall@k curves and the Hamming radius precision-recall curves.
+        ``map_all``, ``map_at_k``, ``k`` (Hamming adds ``precision_at_radius_2``), ``curves`` with
+        the precision@k / recall@k curves and the Hamming radius precision-recall curves, ``protocol``
+        (:func:`retrieval_protocol`), ``code_statistics`` (:func:`code_statistics` of the database codes of
+        each modality) and, with ``train_split``, ``baselines``.
     """
     if not isinstance(dataset_name, str) or not dataset_name:
         raise ValueError(f"dataset_name must be a non-empty string, got {dataset_name!r}")
@@ -229,7 +236,108 @@ def evaluate_retrieval(
                 key: scores[key] for key in ("precision_at_k", "pr_curve") if key in scores
             }
     result["curves"] = curves
+    result["protocol"] = retrieval_protocol(query_split, database_split)
+    result["code_statistics"] = {
+        modality: code_statistics(database[f"{modality}_codes"], database["labels"])
+        for modality in MODALITIES
+    }
+    warn_on_collapse(result["code_statistics"])
+    if train_split is not None and _has_features(train_split, query_split, database_split):
+        from .baselines import cca_baseline
+
+        result["baselines"] = {
+            "cca": cca_baseline(train_split, query_split, database_split, result["hash_bits"], k)
+        }
+        warn_below_baseline(result)
     return result
+
+
+def _has_features(*splits: Any) -> bool:
+    return all({"image_features", "text_features"} <= set(split.column_names) for split in splits)
+
+
+def retrieval_protocol(query_split: Any, database_split: Any) -> dict[str, Any]:
+    """Which protocol the splits follow, from their ``index`` columns (rows of the source data).
+
+    ``"classic"``: the database is the query set itself (Wikipedia, Pascal Sentence, NUS-WIDE-10k: query =
+    database = the test pairs); ``"hashing"``: database and queries share no item (the usual hashing protocol);
+    ``"overlapping"``: anything in between. ``query_database_overlap`` counts the shared items (``None`` when a
+    split has no ``index`` column).
+    """
+    if "index" not in query_split.column_names or "index" not in database_split.column_names:
+        return {"name": "unknown", "query_database_overlap": None}
+    query_rows = np.asarray(query_split.select_columns(["index"]).with_format("numpy")["index"])
+    database_rows = np.asarray(database_split.select_columns(["index"]).with_format("numpy")["index"])
+    overlap = int(np.intersect1d(query_rows, database_rows).size)
+    if overlap == 0:
+        name = "hashing"
+    elif overlap == len(np.unique(query_rows)) == len(np.unique(database_rows)):
+        name = "classic"
+    else:
+        name = "overlapping"
+    return {"name": name, "query_database_overlap": overlap}
+
+
+def code_statistics(codes: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """Figures that reveal a collapsed hash head, from ``(n, K)`` sign codes and the items' labels.
+
+    ``constant_bits``: bits with one value over all items (they carry no information); ``distinct_codes``;
+    ``distinct_label_sets``: different label vectors among the items; ``mean_bit_balance``: mean over bits of
+    ``min(share of +1, share of -1)`` (0.5 = balanced, 0 = constant); ``collapsed``: any constant bit, or fewer
+    distinct codes than distinct label sets (the codes cannot then tell every kind of item apart).
+    """
+    codes = torch.as_tensor(codes)
+    plus_share = (codes > 0).double().mean(0)  # (K,)
+    constant = int(((plus_share == 0) | (plus_share == 1)).sum())
+    distinct_codes = int(torch.unique(codes, dim=0).shape[0])
+    distinct_label_sets = int(torch.unique(torch.as_tensor(labels), dim=0).shape[0])
+    return {
+        "num_items": int(codes.shape[0]),
+        "constant_bits": constant,
+        "distinct_codes": distinct_codes,
+        "distinct_label_sets": distinct_label_sets,
+        "mean_bit_balance": float(torch.minimum(plus_share, 1 - plus_share).mean()),
+        "collapsed": bool(constant > 0 or distinct_codes < min(distinct_label_sets, codes.shape[0])),
+    }
+
+
+def warn_on_collapse(statistics: dict[str, dict[str, Any]]) -> None:
+    """Log a warning with the figures for every modality whose database codes look collapsed."""
+    for modality, figures in statistics.items():
+        if figures["collapsed"]:
+            logger.warning(
+                "degenerate %s hash codes: %d of the bits are constant over the %d database items and there are "
+                "%d distinct codes for %d distinct label sets (mean bit balance %.3f); retrieval by these codes "
+                "is coarse: check the hash stage (epochs, learning rate) or use more bits",
+                modality,
+                figures["constant_bits"],
+                figures["num_items"],
+                figures["distinct_codes"],
+                figures["distinct_label_sets"],
+                figures["mean_bit_balance"],
+            )
+
+
+def mean_map(scores: dict[str, dict[str, float]]) -> float:
+    """Mean of the I2T and T2I mAP@all of one space of a result (``result["hamming"]`` etc.)."""
+    return (scores["i2t"]["map_all"] + scores["t2i"]["map_all"]) / 2
+
+
+def warn_below_baseline(result: dict) -> None:
+    """Log a warning for each space (codes, embeddings) where the model's mean mAP@all is below a baseline's."""
+    for name, baseline in result.get("baselines", {}).items():
+        for space, label in (("hamming", f"{result['hash_bits']}-bit codes"), ("continuous", "embeddings")):
+            model_map, baseline_map = mean_map(result[space]), mean_map(baseline[space])
+            if model_map <= baseline_map:
+                logger.warning(
+                    "the model does not beat the %s baseline on %s: mean mAP@all %.4f vs %.4f (%s); see "
+                    "docs/REAL_DATA.md for a recipe on your own features",
+                    name,
+                    label,
+                    model_map,
+                    baseline_map,
+                    baseline["method"],
+                )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -291,8 +399,26 @@ def _plot_precision_at_k(result: dict, path: Path) -> None:
     _save_figure(figure, path)
 
 
+def _summary_rows(scores: dict, name: str) -> list[str]:
+    """Table rows of one ranking (one space of a result or of a baseline): I2T, T2I and their mean."""
+    rows = []
+    for direction, label in (("i2t", "image→text"), ("t2i", "text→image")):
+        rows.append(
+            f"| {name} | {label} | {scores[direction]['map_all']:.4f} | {scores[direction]['map_at_k']:.4f} |"
+        )
+    mean_k = (scores["i2t"]["map_at_k"] + scores["t2i"]["map_at_k"]) / 2
+    rows.append(f"| {name} | mean | {mean_map(scores):.4f} | {mean_k:.4f} |")
+    return rows
+
+
+_PROTOCOL_NOTES = {
+    "classic": "Protocol: classic (the database is the query set itself).",
+    "hashing": "Protocol: hashing (queries and database share no item).",
+}
+
+
 def summary_markdown(result: dict) -> str:
-    """The markdown table of ``eval_summary.md`` (included in the model card)."""
+    """The markdown table of ``eval_summary.md`` (included in the model card): the model, then each baseline."""
     k = result["hamming"]["i2t"]["k"]
     lines = [
         f"Retrieval on **{result['dataset']}**: {result['num_query']} queries, {result['num_database']} "
@@ -301,17 +427,25 @@ def summary_markdown(result: dict) -> str:
         f"| ranking | direction | mAP@all | mAP@{k} |",
         "|---|---|---|---|",
     ]
-    for space, name in (
-        ("hamming", f"Hamming, {result['hash_bits']}-bit codes"),
-        ("continuous", "cosine, embeddings"),
-    ):
-        for direction, label in (("i2t", "image→text"), ("t2i", "text→image")):
-            scores = result[space][direction]
-            lines.append(f"| {name} | {label} | {scores['map_all']:.4f} | {scores['map_at_k']:.4f} |")
-        mean_all = (result[space]["i2t"]["map_all"] + result[space]["t2i"]["map_all"]) / 2
-        mean_k = (result[space]["i2t"]["map_at_k"] + result[space]["t2i"]["map_at_k"]) / 2
-        lines.append(f"| {name} | mean | {mean_all:.4f} | {mean_k:.4f} |")
-    lines += ["", f"mAP@{k} (k = number of queries) is the quantity of the CRCGS paper's table.", ""]
+    spaces = (("hamming", f"Hamming, {result['hash_bits']}-bit codes"), ("continuous", "cosine, embeddings"))
+    for space, name in spaces:
+        lines += _summary_rows(result[space], name)
+    for baseline_name, baseline in result.get("baselines", {}).items():
+        for space, name in spaces:
+            lines += _summary_rows(baseline[space], f"baseline {baseline_name.upper()}: {name}")
+    lines += ["", f"mAP@{k} (k = number of queries) is the quantity of the CRCGS paper's table."]
+    if "baselines" in result:
+        lines.append(
+            "Baselines are fitted on the same training split and scored on the same queries and database."
+        )
+    protocol = result.get("protocol", {})
+    if protocol.get("name") in _PROTOCOL_NOTES:
+        lines.append(_PROTOCOL_NOTES[protocol["name"]])
+    elif protocol.get("name") == "overlapping":
+        lines.append(
+            f"Protocol: {protocol['query_database_overlap']} items are both queries and database items."
+        )
+    lines.append("")
     return "\n".join(lines)
 
 

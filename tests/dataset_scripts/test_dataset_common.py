@@ -9,7 +9,6 @@ import pytest
 import scipy.io
 
 from dataset_scripts._readers import transpose
-from dataset_scripts._splits import _balanced_from_keys
 from dataset_scripts.common import (
     ArrayRows,
     CRCGSBuilder,
@@ -86,37 +85,59 @@ def test_random_splits_too_large_raises():
 # -------------------------------------------------------------------------- class-balanced splits
 
 
-def _balanced_loop_reference(labels, assign_keys, order_keys, per_class):
-    """Plain loop version of the class-balanced recipe (same random draws)."""
-    num_rows, num_labels = labels.shape
-    members = {c: [] for c in range(num_labels)}
-    for i in range(num_rows):
-        positives = [c for c in range(num_labels) if labels[i, c]]
-        if positives:
-            best = max(positives, key=lambda c: assign_keys[i, c])
-            members[best].append(i)
-    out = {"query": [], "validation": [], "train": []}
-    q, v, t = per_class
-    for c in range(num_labels):
-        ordered = sorted(members[c], key=lambda i: order_keys[i])
-        out["query"] += ordered[:q]
-        out["validation"] += ordered[q : q + v]
-        out["train"] += ordered[q + v : q + v + t]
-    return {k: np.sort(np.array(v)) for k, v in out.items()}
+# Hand fixture: classes R (column 0) and K (column 1); row 5 has no label.
+#   row:  0   1   2   3   4   5   6
+#   R:    1   1   1   0   0   0   0     3 positives: the rarer class, drawn first
+#   K:    1   0   0   1   1   0   1     4 positives
+# Query pass, one row per class: R draws one of {0, 1, 2} (1/3 each); K then draws among the K rows still
+# left: {3, 4, 6} (1/3 each) when R took row 0, else {0, 3, 4, 6} (1/4 each). So query = {0, x} has
+# probability 1/3 * 1/3 for x in {3, 4, 6}, and {r, x} for r in {1, 2} has 1/3 * 1/4 for x in {0, 3, 4, 6};
+# row 0, with two labels, is a query with probability 1/3 + 2/3 * 1/4 = 1/2, rows 3, 4, 6 with 1/4 + 1/12.
+_HAND_LABELS = np.array([[1, 1], [1, 0], [1, 0], [0, 1], [0, 1], [0, 0], [0, 1]], dtype=np.int8)
 
 
-def test_class_balanced_matches_loop_reference():
-    rng = np.random.default_rng(0)
-    labels = _random_multi_hot(rng, 600, 5)
-    labels[:40] = 0  # unlabelled rows are never sampled
-    assign_keys, order_keys = rng.random(labels.shape), rng.random(600)
-    fast = _balanced_from_keys(labels, assign_keys, order_keys, (4, 3, 10), None)
-    slow = _balanced_loop_reference(labels, assign_keys, order_keys, (4, 3, 10))
+def _hand_query_probabilities():
+    probabilities = {(0, x): 1 / 9 for x in (3, 4, 6)}
+    for r in (1, 2):
+        for x in (0, 3, 4, 6):
+            probabilities[tuple(sorted((r, x)))] = 1 / 12
+    return probabilities
+
+
+def test_class_balanced_follows_the_release_sampler_by_hand():
+    expected = _hand_query_probabilities()
+    assert abs(sum(expected.values()) - 1) < 1e-12
+    trials = 3000
+    seen = {}
+    for seed in range(trials):
+        splits = class_balanced_splits(
+            _HAND_LABELS, query_per_class=1, validation_per_class=0, train_per_class=1, seed=seed
+        )
+        key = tuple(splits["query"].tolist())
+        seen[key] = seen.get(key, 0) + 1
+        assert 5 not in splits["query"] and 5 not in splits["train"]  # unlabelled: never drawn
+        assert 5 in splits["database"]
+        assert _HAND_LABELS[splits["train"]].sum(axis=0).min() >= 1
+    assert set(seen) == set(expected)  # exactly the hand-enumerated outcomes
+    for key, probability in expected.items():
+        sigma = np.sqrt(probability * (1 - probability) / trials)
+        assert abs(seen[key] / trials - probability) < 4.5 * sigma, (key, seen[key], probability)
+
+
+def test_class_balanced_takes_rows_the_one_label_assignment_could_not():
+    # Every row of the rare class also carries the common one: assigning each row to one of its labels
+    # would leave the rare class about 7 of its 14 rows, fewer than the 9 it needs; drawing it first,
+    # per pass, takes 3 of the rare rows left each time.
+    labels = np.zeros((400, 2), dtype=np.int8)
+    labels[:, 1] = 1
+    labels[:14, 0] = 1
+    splits = class_balanced_splits(
+        labels, query_per_class=3, validation_per_class=3, train_per_class=3, seed=0, label_names=["r", "c"]
+    )
     for name in ("query", "validation", "train"):
-        np.testing.assert_array_equal(fast[name], slow[name])
-    assert len(fast["query"]) == 20 and len(fast["validation"]) == 15 and len(fast["train"]) == 50
-    assert np.intersect1d(np.concatenate([fast["query"], fast["train"]]), np.arange(40)).size == 0
-    _assert_protocol(fast, 600)
+        assert len(splits[name]) == 6
+        assert labels[splits[name], 0].sum() >= 3
+    _assert_protocol(splits, 400)
 
 
 def test_class_balanced_every_class_represented_and_deterministic():
@@ -130,12 +151,15 @@ def test_class_balanced_every_class_represented_and_deterministic():
     assert labels[a["train"]].sum(axis=0).min() >= 20
 
 
-def test_class_balanced_too_few_rows_names_the_class():
+def test_class_balanced_too_few_rows_names_the_class_and_pass():
     labels = np.zeros((50, 3), dtype=np.int8)
     labels[:45, 0] = 1
-    labels[45:, 1] = 1
-    labels[:3, 2] = 1
-    with pytest.raises(ValueError, match=r"classes \['b', 'rare'\] have only \[5, 1\] rows"):
+    labels[30:, 1] = 1
+    labels[:6, 2], labels[:6, 0] = 1, 0  # 6 rows of 'rare' only: query and validation take 2 each
+    with pytest.raises(
+        ValueError,
+        match=r"class-balanced train split needs 5 rows of class 'rare', but only 2 rows carrying it",
+    ):
         class_balanced_splits(
             labels,
             query_per_class=2,
@@ -200,6 +224,46 @@ def test_read_split_file_errors_name_the_file(tmp_path):
         read_split_file(path, 10)
     with pytest.raises(MissingFileError, match="absent.json"):
         read_split_file(tmp_path / "absent.json", 10)
+
+
+def test_read_split_file_maps_original_rows(tmp_path):
+    index = np.array([0, 2, 3, 5, 9])  # original rows 1, 4, 6, 7, 8 were dropped
+    dropped = {"no label": np.array([1, 4]), "empty bag of words": np.array([6, 7, 8])}
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps({"train": [9, 0], "validation": [3], "query": [5]}))
+    splits = read_split_file(path, 5, index=index, dropped=dropped)
+    assert {k: v.tolist() for k, v in splits.items()} == {
+        "train": [0, 4],
+        "validation": [2],
+        "query": [3],
+        "database": [0, 1, 2, 4],
+    }
+    path.write_text(json.dumps({"train": [0], "validation": [3], "query": [4, 7]}))
+    with pytest.raises(
+        ValueError,
+        match=r"splits.json: split 'query' names original row 4, but the builder dropped it \(no label\); 2 rows",
+    ):
+        read_split_file(path, 5, index=index, dropped=dropped)
+
+
+def test_read_split_file_release_folder(tmp_path):
+    folder = tmp_path / "release"
+    folder.mkdir()
+    np.save(folder / "train_data_list.npy", np.array([4, 0]))
+    np.save(folder / "test_data_list.npy", np.array([2]))
+    with pytest.raises(MissingFileError, match=r"split folder .*release' lacks \['val_data_list.npy'\]"):
+        read_split_file(folder, 6)
+    np.save(folder / "val_data_list.npy", np.array([1.0]))
+    with pytest.raises(ValueError, match=r"release/val_data_list.npy: expected a 1-D integer array"):
+        read_split_file(folder, 6)
+    np.save(folder / "val_data_list.npy", np.array([1]))
+    splits = read_split_file(folder, 6)
+    assert {k: v.tolist() for k, v in splits.items()} == {
+        "train": [0, 4],
+        "validation": [1],
+        "query": [2],
+        "database": [0, 1, 3, 4, 5],
+    }
 
 
 # ----------------------------------------------------------------------------- labels and checks

@@ -267,3 +267,30 @@ def test_official_bad_annotations(tmp_path):
         build("mirflickr25k", tmp_path, tmp_path / "c2", **options)
     with pytest.raises(ValueError, match=r"files missing in .*mirflickr25k.zip.*tags31.txt"):
         build("mirflickr25k", tmp_path, tmp_path / "c3", **{**options, "num_images": 31})
+
+
+def test_tags_that_are_not_utf8_stay_apart(tmp_path):
+    # b"caf\xe9" and b"caf\xe8" (Latin-1 bytes, not UTF-8) on 2 images each: a lossy decode would merge
+    # them into one tag on 4 images, above the threshold 3. b"s\xfcd" on 3 images is kept, as "s\\xfcd".
+    n, tags, concept_ids, members = _official_fixture(tmp_path)
+    extra = {
+        7: b"caf\xe9",
+        8: b"caf\xe9",
+        9: b"caf\xe8",
+        10: b"caf\xe8",
+        11: b"s\xfcd",
+        12: b"s\xfcd",
+        13: b"s\xfcd",
+    }
+    for i, tag in extra.items():
+        members[f"mirflickr/meta/tags/tags{i}.txt"] += tag + b"\n"
+    write_zip(tmp_path / "mirflickr25k.zip", members)
+    ds = build(
+        "mirflickr25k", tmp_path, tmp_path / "cache", config_name="official", num_images=n, min_tag_count=3,
+        num_query=3, num_validation=2, num_train=8,
+    )  # fmt: skip
+    vocabulary = split_recipe(ds)["vocabulary"]
+    assert vocabulary == ["common", "sunny day", "edge", "s\\xfcd"]
+    rows = {example["index"]: example for example in ds["database"]} | {e["index"]: e for e in ds["query"]}
+    assert rows[10]["text"].endswith(" s\\xfcd") and rows[10]["text_features"][3] == 1.0
+    assert rows[6]["text"].endswith(" caf\\xe9") and sum(rows[6]["text_features"]) == 1.0

@@ -196,3 +196,22 @@ def test_bag_of_words_matches_loop(frequency):
     assert bow.counts.tolist() == [counts[w] for w in vocabulary]
     expected = np.array([[doc.count(w) for w in vocabulary] for doc in docs], dtype=np.float32)
     np.testing.assert_array_equal(bow.matrix.toarray(), expected)
+
+
+def test_mat_labels_with_the_release_extra_column_drop_it(tmp_path):
+    # The release's label.npy has 81 columns and its loader removes the last; a row whose only positive
+    # is that column would otherwise be relevant to every other such row.
+    rng = np.random.default_rng(2)
+    n = 25
+    labels = np.zeros((n, 81), dtype=np.float64)
+    labels[np.arange(n), rng.integers(0, 80, n)] = 1
+    labels[:, 80] = 1
+    write_mat73(tmp_path / "mscoco-xall.mat", {"XAll": rng.normal(size=(n, 8)).astype(np.float32)})
+    write_mat5(tmp_path / "mscoco-yall.mat", {"YAll": (rng.random((n, 20)) < 0.3).astype(np.float64)})
+    write_mat5(tmp_path / "mscoco-lall.mat", {"LAll": labels})
+    ds = build("mscoco", tmp_path, tmp_path / "cache", config_name="mat_features", **SIZES)
+    assert len(label_names(ds)) == 80 and label_names(ds)[-1] == "toothbrush"
+    recipe = split_recipe(ds)
+    assert (recipe["dropped_label_column"], recipe["dropped_label_column_positives"]) == (80, n)
+    got = np.asarray(ds["database"]["labels"])
+    np.testing.assert_array_equal(got, labels[np.asarray(ds["database"]["index"]), :80])

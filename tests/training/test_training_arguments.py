@@ -1,5 +1,6 @@
 """Argument parsing of training/train.py: flags, YAML, JSON, overrides and validation errors."""
 
+import dataclasses
 import json
 
 import pytest
@@ -31,7 +32,9 @@ def test_yaml_and_json_files_match_and_flags_override(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps(values))
     from_yaml = parse_args(["--config", str(tmp_path / "c.yaml")])
     from_json = parse_args(["--config", str(tmp_path / "c.json")])
-    assert from_yaml == from_json
+    assert from_yaml[2].config.endswith("c.yaml") and from_json[2].config.endswith("c.json")
+    assert from_yaml[:2] == from_json[:2]
+    assert dataclasses.replace(from_yaml[2], config=None) == dataclasses.replace(from_json[2], config=None)
     assert from_yaml[1].model_config == {"support_set_weight": 0.0, "contrastive_temperature": 0.2}
     assert from_yaml[0].dataset_options == {"num_items": 100}
     overridden = parse_args(
@@ -53,10 +56,30 @@ def test_shipped_configs_parse_with_release_settings(tmp_path):
     assert data.dataset == "synthetic" and model.hash_bits == [32, 64]
 
 
-def test_features_folder_trains_with_defaults(tmp_path):
+def test_features_folder_takes_the_shipped_recipe(tmp_path):
     data, model, train = parse_args(["--dataset", "features", "--data_dir", str(tmp_path)])
-    assert data.data_dir == str(tmp_path) and model.model_config == {}
-    assert train.student_batch_size == 80 and train.student_learning_rate == 1e-4
+    assert data.data_dir == str(tmp_path) and train.config.endswith("training/configs/features.yaml")
+    recipe = load_config_file("training/configs/features.yaml")
+    assert model.model_config == recipe["model_config"]
+    assert model.model_config["image_feature_normalization"] != "none"
+    assert train.early_stopping_patience == recipe["early_stopping_patience"]
+    # Flags still override the recipe.
+    _, _, train = parse_args(["--dataset", "features", "--data_dir", str(tmp_path), "--student_epochs", "3"])
+    assert train.student_epochs == 3
+
+
+@pytest.mark.parametrize("dataset", ["mirflickr25k", "nus_wide", "mscoco"])
+def test_a_benchmark_without_config_takes_its_release_settings(dataset):
+    _, model, train = parse_args(["--dataset", dataset])
+    assert train.config.endswith(f"training/configs/{dataset}.yaml")
+    assert model.model_config == load_config_file(f"training/configs/{dataset}.yaml")["model_config"]
+    expected_ssl = {"mirflickr25k": 0.001, "nus_wide": 40.0, "mscoco": 0.001}[dataset]
+    assert model.model_config["support_set_weight"] == expected_ssl
+
+
+def test_synthetic_without_config_keeps_the_argument_defaults():
+    _, model, train = parse_args(["--dataset", "synthetic"])
+    assert train.config is None and model.model_config == {} and train.student_learning_rate == 1e-4
 
 
 @pytest.mark.parametrize(
