@@ -186,88 +186,94 @@ def _print_table(title: str, columns: dict[str, dict[str, float] | str]) -> None
 # --------------------------------------------------------------------------------------------- run
 
 
+def bench_mirflickr(args: argparse.Namespace, rng: np.random.Generator, root: Path) -> None:
+    seeds = range(args.seeds)
+    # MIRFLICKR-25K: 24 concepts, every pair labelled with a non-empty bag of words (the .mat files).
+    label = _multi_label(rng, args.flickr_rows, 24, 1.0)
+    _write_mat_features(root / "mir", "mirflickr25k", label, _bag_of_words(rng, args.flickr_rows, 64, []), 0)
+    pool = np.arange(args.flickr_rows)
+    ours = [
+        _from_dataset(
+            load_crcgs_dataset("mirflickr25k", str(root / "mir"), cache_dir=str(root / f"c_mir{s}"),
+                               config_name="mat_features", seed=s)
+        )
+        for s in seeds
+    ]  # fmt: skip
+    release = [_from_rows(label, _release_permutation(len(label), s, 10000, 2000, 2000), pool) for s in seeds]
+    _print_table(
+        f"MIRFLICKR-25K ({args.flickr_rows} pairs, 24 concepts)",
+        {"ours": _mean(ours), "release": _mean(release)},
+    )
+
+
+def bench_nus_wide(args: argparse.Namespace, rng: np.random.Generator, root: Path) -> None:
+    seeds = range(args.seeds)
+    # NUS-WIDE: 21 concepts; 2% of the rows unlabelled, 1% with an empty bag of words.
+    label = _multi_label(rng, args.nus_rows, 21, 1.3)
+    label[rng.choice(args.nus_rows, args.nus_rows // 50, replace=False)] = 0
+    empty = rng.choice(args.nus_rows, args.nus_rows // 100, replace=False)
+    bow = _bag_of_words(rng, args.nus_rows, 64, empty)
+    _write_mat_features(root / "nus", "nus-wide-tc21", label, bow, 1)
+    pool = np.flatnonzero(np.diff(bow.indptr) > 0)
+    print(
+        f"\nNUS-WIDE fixture: positives of the rarest concept: {int(label[pool].sum(axis=0).min())}; "
+        f"pairs with an empty bag of words (dropped): {len(empty)}; "
+        f"unlabelled pairs (kept, database only): {int((~label[pool].any(axis=1)).sum())}"
+    )
+    ours = [
+        _from_dataset(
+            load_crcgs_dataset("nus_wide", str(root / "nus"), cache_dir=str(root / f"c_nus{s}"),
+                               config_name="tc21_features", seed=s)
+        )
+        for s in seeds
+    ]  # fmt: skip
+    release = [_from_rows(label, _release_nus(label, bow, s), pool) for s in seeds]
+    try:
+        previous: dict[str, float] | str = _mean(
+            [_from_rows(label, _previous_nus(label, pool, s), pool) for s in seeds]
+        )
+    except ValueError as error:
+        previous = f"refused ({error})"
+    _print_table(
+        f"NUS-WIDE ({args.nus_rows} pairs, 21 concepts)",
+        {"ours": _mean(ours), "release": _mean(release), "previous (one label per row)": previous},
+    )
+
+
+def bench_mscoco(args: argparse.Namespace, rng: np.random.Generator, root: Path) -> None:
+    seeds = range(args.seeds)
+    # MS-COCO: 80 categories plus the release's redundant 81st column (set on every row).
+    label = np.concatenate(
+        [_multi_label(rng, args.coco_rows, 80, 1.0), np.ones((args.coco_rows, 1), np.int8)], axis=1
+    )
+    _write_mat_features(root / "coco", "mscoco", label, _bag_of_words(rng, args.coco_rows, 64, []), 2)
+    pool = np.arange(args.coco_rows)
+    ours = [
+        _from_dataset(
+            load_crcgs_dataset("mscoco", str(root / "coco"), cache_dir=str(root / f"c_coco{s}"),
+                               config_name="mat_features", seed=s)
+        )
+        for s in seeds
+    ]  # fmt: skip
+    release = [
+        _from_rows(label[:, :-1], _release_permutation(len(label), s, 10000, 5000, 5000), pool) for s in seeds
+    ]
+    with_extra = [
+        _from_rows(label, _release_permutation(len(label), s, 10000, 5000, 5000), pool) for s in seeds
+    ]
+    _print_table(
+        f"MS-COCO ({args.coco_rows} images, 80 categories + the release's 81st column)",
+        {"ours": _mean(ours), "release": _mean(release), "81st column kept": _mean(with_extra)},
+    )
+
+
 def run(args: argparse.Namespace) -> None:
-    rng = np.random.default_rng(1234)
+    rng = np.random.default_rng(1234)  # one stream, drawn in this order: the fixtures are those of before
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        seeds = range(args.seeds)
-
-        # MIRFLICKR-25K: 24 concepts, every pair labelled with a non-empty bag of words (the .mat files).
-        label = _multi_label(rng, args.flickr_rows, 24, 1.0)
-        _write_mat_features(
-            root / "mir", "mirflickr25k", label, _bag_of_words(rng, args.flickr_rows, 64, []), 0
-        )
-        pool = np.arange(args.flickr_rows)
-        ours = [
-            _from_dataset(
-                load_crcgs_dataset("mirflickr25k", str(root / "mir"), cache_dir=str(root / f"c_mir{s}"),
-                                   config_name="mat_features", seed=s)
-            )
-            for s in seeds
-        ]  # fmt: skip
-        release = [
-            _from_rows(label, _release_permutation(len(label), s, 10000, 2000, 2000), pool) for s in seeds
-        ]
-        _print_table(
-            f"MIRFLICKR-25K ({args.flickr_rows} pairs, 24 concepts)",
-            {"ours": _mean(ours), "release": _mean(release)},
-        )
-
-        # NUS-WIDE: 21 concepts; 2% of the rows unlabelled, 1% with an empty bag of words.
-        label = _multi_label(rng, args.nus_rows, 21, 1.3)
-        label[rng.choice(args.nus_rows, args.nus_rows // 50, replace=False)] = 0
-        empty = rng.choice(args.nus_rows, args.nus_rows // 100, replace=False)
-        bow = _bag_of_words(rng, args.nus_rows, 64, empty)
-        _write_mat_features(root / "nus", "nus-wide-tc21", label, bow, 1)
-        pool = np.flatnonzero(np.diff(bow.indptr) > 0)
-        print(
-            f"\nNUS-WIDE fixture: positives of the rarest concept: {int(label[pool].sum(axis=0).min())}; "
-            f"pairs with an empty bag of words (dropped): {len(empty)}; "
-            f"unlabelled pairs (kept, database only): {int((~label[pool].any(axis=1)).sum())}"
-        )
-        ours = [
-            _from_dataset(
-                load_crcgs_dataset("nus_wide", str(root / "nus"), cache_dir=str(root / f"c_nus{s}"),
-                                   config_name="tc21_features", seed=s)
-            )
-            for s in seeds
-        ]  # fmt: skip
-        release = [_from_rows(label, _release_nus(label, bow, s), pool) for s in seeds]
-        try:
-            previous: dict[str, float] | str = _mean(
-                [_from_rows(label, _previous_nus(label, pool, s), pool) for s in seeds]
-            )
-        except ValueError as error:
-            previous = f"refused ({error})"
-        _print_table(
-            f"NUS-WIDE ({args.nus_rows} pairs, 21 concepts)",
-            {"ours": _mean(ours), "release": _mean(release), "previous (one label per row)": previous},
-        )
-
-        # MS-COCO: 80 categories plus the release's redundant 81st column (set on every row).
-        label = np.concatenate(
-            [_multi_label(rng, args.coco_rows, 80, 1.0), np.ones((args.coco_rows, 1), np.int8)], axis=1
-        )
-        _write_mat_features(root / "coco", "mscoco", label, _bag_of_words(rng, args.coco_rows, 64, []), 2)
-        pool = np.arange(args.coco_rows)
-        ours = [
-            _from_dataset(
-                load_crcgs_dataset("mscoco", str(root / "coco"), cache_dir=str(root / f"c_coco{s}"),
-                                   config_name="mat_features", seed=s)
-            )
-            for s in seeds
-        ]  # fmt: skip
-        release = [
-            _from_rows(label[:, :-1], _release_permutation(len(label), s, 10000, 5000, 5000), pool)
-            for s in seeds
-        ]
-        with_extra = [
-            _from_rows(label, _release_permutation(len(label), s, 10000, 5000, 5000), pool) for s in seeds
-        ]
-        _print_table(
-            f"MS-COCO ({args.coco_rows} images, 80 categories + the release's 81st column)",
-            {"ours": _mean(ours), "release": _mean(release), "81st column kept": _mean(with_extra)},
-        )
+        bench_mirflickr(args, rng, root)
+        bench_nus_wide(args, rng, root)
+        bench_mscoco(args, rng, root)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import torch
 
 from ..modeling_crcgs import CRCGSModel
 from ..utils import atomic_write, check_positive_int
+from .baselines import cca_baseline
 from .encoding import (
     MODALITIES,
     RAW_COLUMNS,
@@ -153,6 +154,39 @@ def feature_level_view(
     return (feature_model, *feature_splits)
 
 
+def _top_k(top_k: Optional[int], num_query: int, num_database: int) -> int:
+    """k of mAP@k: ``top_k``, else the number of queries (the paper's protocol), capped at the database size."""
+    k = num_query if top_k is None else check_positive_int("top_k", top_k)
+    if k > num_database:
+        logger.warning("top_k=%d exceeds the database size %d: using k=%d", k, num_database, num_database)
+        k = num_database
+    return k
+
+
+def _score_directions(query: dict, database: dict, k: int, result: dict) -> dict[str, dict]:
+    """Fill ``result[space][direction]`` (mAP@all, mAP@k, P@H<=2) for Hamming codes and continuous
+    embeddings, I2T and T2I, in one ranking pass each; returns their curves, keyed the same way."""
+    curves: dict[str, dict] = {}
+    for space, suffix, distance in _SPACES:
+        result[space], curves[space] = {}, {}
+        for direction, query_modality, database_modality in _DIRECTIONS:
+            scores = retrieval_metrics(
+                query[f"{query_modality}_{suffix}"],
+                database[f"{database_modality}_{suffix}"],
+                query["labels"],
+                database["labels"],
+                top_k=k,
+                distance=distance,
+            )
+            result[space][direction] = {key: scores[key] for key in ("map_all", "map_at_k", "k")}
+            if "precision_at_radius_2" in scores:
+                result[space][direction]["precision_at_radius_2"] = scores["precision_at_radius_2"]
+            curves[space][direction] = {
+                key: scores[key] for key in ("precision_at_k", "pr_curve") if key in scores
+            }
+    return curves
+
+
 def evaluate_retrieval(
     model: Any,
     query_split: Any,
@@ -197,10 +231,7 @@ def evaluate_retrieval(
     _check_split(query_split, "query_split", _input_columns(network))
     _check_split(database_split, "database_split", _input_columns(network))
     num_query, num_database = len(query_split), len(database_split)
-    k = num_query if top_k is None else check_positive_int("top_k", top_k)
-    if k > num_database:
-        logger.warning("top_k=%d exceeds the database size %d: using k=%d", k, num_database, num_database)
-        k = num_database
+    k = _top_k(top_k, num_query, num_database)
     model, query_split, database_split = feature_level_view(
         model,
         query_split,
@@ -217,25 +248,7 @@ def evaluate_retrieval(
         "num_query": num_query,
         "num_database": num_database,
     }
-    curves: dict[str, dict] = {}
-    for space, suffix, distance in _SPACES:
-        result[space], curves[space] = {}, {}
-        for direction, query_modality, database_modality in _DIRECTIONS:
-            scores = retrieval_metrics(
-                query[f"{query_modality}_{suffix}"],
-                database[f"{database_modality}_{suffix}"],
-                query["labels"],
-                database["labels"],
-                top_k=k,
-                distance=distance,
-            )
-            result[space][direction] = {key: scores[key] for key in ("map_all", "map_at_k", "k")}
-            if "precision_at_radius_2" in scores:
-                result[space][direction]["precision_at_radius_2"] = scores["precision_at_radius_2"]
-            curves[space][direction] = {
-                key: scores[key] for key in ("precision_at_k", "pr_curve") if key in scores
-            }
-    result["curves"] = curves
+    result["curves"] = _score_directions(query, database, k, result)
     result["protocol"] = retrieval_protocol(query_split, database_split)
     result["code_statistics"] = {
         modality: code_statistics(database[f"{modality}_codes"], database["labels"])
@@ -243,8 +256,6 @@ def evaluate_retrieval(
     }
     warn_on_collapse(result["code_statistics"])
     if train_split is not None and _has_features(train_split, query_split, database_split):
-        from .baselines import cca_baseline
-
         result["baselines"] = {
             "cca": cca_baseline(train_split, query_split, database_split, result["hash_bits"], k)
         }
