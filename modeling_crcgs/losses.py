@@ -47,16 +47,19 @@ def label_similarity(labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.Te
     return ((labels_a.to(dtype) @ labels_b.to(dtype).T) > 0).to(dtype)
 
 
-def similarity_likelihood_loss(a: torch.Tensor, b: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood of the label similarity under the halved cosine (DSCMR, Zhen et al. CVPR 2019).
+def similarity_likelihood_loss(
+    a: torch.Tensor, b: torch.Tensor, similarity: torch.Tensor, scale: float = 0.5
+) -> torch.Tensor:
+    """Negative log-likelihood of the label similarity under the scaled cosine (DSCMR, Zhen et al. CVPR 2019).
 
-    ``J(A, B) = mean_{j,k} [ log(1 + exp(cosh(A_j, B_k))) - S_jk cosh(A_j, B_k) ]`` with
-    ``cosh = cos / 2`` (METHOD.md, "Student losses").
+    ``J(A, B) = mean_{j,k} [ log(1 + exp(theta_jk)) - S_jk theta_jk ]`` with ``theta = scale * cos(A_j, B_k)``;
+    the release halves the cosine (``scale = 0.5``, METHOD.md "Student losses"), so that
+    ``sigmoid(theta)`` stays in (0.38, 0.62) and the loss never saturates.
 
     Args:
-        a: (B_a, D). b: (B_b, D). similarity: (B_a, B_b) matrix S in {0, 1}.
+        a: (B_a, D). b: (B_b, D). similarity: (B_a, B_b) matrix S in {0, 1}. scale: s of theta = s cos.
     """
-    theta = cosine_similarity_matrix(a, b) / 2  # (B_a, B_b)
+    theta = cosine_similarity_matrix(a, b) * scale  # (B_a, B_b)
     return (F.softplus(theta) - similarity.to(theta.dtype) * theta).mean()
 
 
@@ -69,6 +72,7 @@ def base_loss(
     label_weight: float = 1.0,
     similarity_weight: float = 1.0,
     modality_gap_weight: float = 0.001,
+    similarity_scale: float = 0.5,
 ) -> torch.Tensor:
     """DSCMR base loss L_o (Zhen et al., CVPR 2019, Eq. 2-4; METHOD.md "Student losses" 1).
 
@@ -79,6 +83,7 @@ def base_loss(
         image_embeds, text_embeds: u, v of shape (B, d). image_logits, text_logits: p, q of shape (B, L).
         labels: multi-hot y of shape (B, L).
         label_weight, similarity_weight, modality_gap_weight: phi, alpha, beta.
+        similarity_scale: the scale of the cosine inside J (release: 0.5).
     """
     y = labels.to(image_logits.dtype)
     loss = image_embeds.new_zeros(())
@@ -90,9 +95,9 @@ def base_loss(
     if similarity_weight:
         s = label_similarity(y, y)
         likelihood = (
-            similarity_likelihood_loss(image_embeds, image_embeds, s)
-            + similarity_likelihood_loss(image_embeds, text_embeds, s)
-            + similarity_likelihood_loss(text_embeds, text_embeds, s)
+            similarity_likelihood_loss(image_embeds, image_embeds, s, similarity_scale)
+            + similarity_likelihood_loss(image_embeds, text_embeds, s, similarity_scale)
+            + similarity_likelihood_loss(text_embeds, text_embeds, s, similarity_scale)
         )
         loss = loss + similarity_weight * likelihood
     if modality_gap_weight:

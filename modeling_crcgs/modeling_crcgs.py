@@ -594,6 +594,7 @@ class CRCGSModel(CRCGSPreTrainedModel):
             cfg.label_loss_weight,
             cfg.similarity_loss_weight,
             cfg.modality_gap_loss_weight,
+            cfg.similarity_scale,
         )
 
     def _retrieval_loss(
@@ -617,7 +618,9 @@ class CRCGSModel(CRCGSPreTrainedModel):
                 )
             if cfg.similarity_loss_weight:
                 s = label_similarity(labels, labels)
-                base = base + cfg.similarity_loss_weight * similarity_likelihood_loss(embeds, embeds, s)
+                base = base + cfg.similarity_loss_weight * similarity_likelihood_loss(
+                    embeds, embeds, s, cfg.similarity_scale
+                )
             terms["base"] = base
         loss = sum(terms.values())
         return loss, {name: value.detach() for name, value in terms.items()}

@@ -44,11 +44,11 @@ def _loop_similarity(ya, yb):
     return [[1.0 if float(ya[j] @ yb[k]) > 0 else 0.0 for k in range(len(yb))] for j in range(len(ya))]
 
 
-def _loop_j(a, b, s):
+def _loop_j(a, b, s, scale=0.5):
     total = 0.0
     for j in range(len(a)):
         for k in range(len(b)):
-            theta = _cos(a[j], b[k]) / 2
+            theta = _cos(a[j], b[k]) * scale
             total += math.log(1 + math.exp(theta)) - s[j][k] * theta
     return total / (len(a) * len(b))
 
@@ -114,6 +114,14 @@ def test_similarity_likelihood_matches_loop(batch):
     loss = losses.similarity_likelihood_loss(a, b, s)
     _rel_close(loss, _loop_j(a.detach(), b.detach(), s.tolist()))
     _assert_finite_grads(loss, a, b)
+
+
+@pytest.mark.parametrize("scale", [0.25, 1.0, 8.0])
+def test_similarity_likelihood_scale_matches_loop(scale):
+    a, b, y = _gen(3, 7)
+    s = losses.label_similarity(y, y)
+    loss = losses.similarity_likelihood_loss(a, b, s, scale)
+    _rel_close(loss, _loop_j(a.detach(), b.detach(), s.tolist(), scale))
 
 
 @pytest.mark.parametrize("batch", [1, 6])
