@@ -25,7 +25,7 @@ _POSITIVE_INT_LISTS = (
     "text_discriminator_dims",
 )
 _DROPOUTS = ("teacher_dropout", "hash_dropout", "tower_input_dropout")
-_TEMPERATURES = ("contrastive_temperature", "support_set_temperature")
+_POSITIVE_FLOATS = ("contrastive_temperature", "support_set_temperature", "similarity_scale")
 _WEIGHTS = (
     "label_loss_weight",
     "similarity_loss_weight",
@@ -90,6 +90,8 @@ class CRCGSConfig(PreTrainedConfig):
             phi: weight of the label BCE terms of the base loss L_o.
         similarity_loss_weight (`float`, *optional*, defaults to 1.0):
             alpha: weight of the label-similarity likelihood terms J of L_o.
+        similarity_scale (`float`, *optional*, defaults to 0.5):
+            s in theta = s cos(., .) of the likelihood terms J of L_o (the release halves the cosine: 0.5).
         modality_gap_loss_weight (`float`, *optional*, defaults to 0.001):
             beta: weight of mean_i ||u_i - v_i||_2 in L_o (MS-COCO: 0.011).
         distillation_weight (`float`, *optional*, defaults to 0.2):
@@ -185,6 +187,7 @@ class CRCGSConfig(PreTrainedConfig):
         hash_dropout: float = 0.3,
         label_loss_weight: float = 1.0,
         similarity_loss_weight: float = 1.0,
+        similarity_scale: float = 0.5,
         modality_gap_loss_weight: float = 0.001,
         distillation_weight: float = 0.2,
         adversarial_weight: float = 0.01,
@@ -230,6 +233,7 @@ class CRCGSConfig(PreTrainedConfig):
         self.hash_dropout = hash_dropout
         self.label_loss_weight = label_loss_weight
         self.similarity_loss_weight = similarity_loss_weight
+        self.similarity_scale = similarity_scale
         self.modality_gap_loss_weight = modality_gap_loss_weight
         self.distillation_weight = distillation_weight
         self.adversarial_weight = adversarial_weight
@@ -297,7 +301,7 @@ class CRCGSConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not _is_real(value) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
-        for name in _TEMPERATURES:
+        for name in _POSITIVE_FLOATS:
             value = getattr(self, name)
             if not _is_real(value) or not value > 0.0 or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")

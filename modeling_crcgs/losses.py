@@ -54,16 +54,19 @@ def label_similarity(labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.Te
     return ((labels_a.to(dtype) @ labels_b.to(dtype).T) > 0).to(dtype)
 
 
-def similarity_likelihood_loss(a: torch.Tensor, b: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood of the label similarity under the halved cosine (DSCMR, Zhen et al. CVPR 2019).
+def similarity_likelihood_loss(
+    a: torch.Tensor, b: torch.Tensor, similarity: torch.Tensor, scale: float = 0.5
+) -> torch.Tensor:
+    """Negative log-likelihood of the label similarity under the scaled cosine (DSCMR, Zhen et al. CVPR 2019).
 
-    ``J(A, B) = mean_{j,k} [ log(1 + exp(cosh(A_j, B_k))) - S_jk cosh(A_j, B_k) ]`` with
-    ``cosh = cos / 2`` (METHOD.md, "Student losses").
+    ``J(A, B) = mean_{j,k} [ log(1 + exp(theta_jk)) - S_jk theta_jk ]`` with ``theta = scale * cos(A_j, B_k)``;
+    the release halves the cosine (``scale = 0.5``, METHOD.md "Student losses"), so that
+    ``sigmoid(theta)`` stays in (0.38, 0.62) and the loss never saturates.
 
     Args:
-        a: (B_a, D). b: (B_b, D). similarity: (B_a, B_b) matrix S in {0, 1}.
+        a: (B_a, D). b: (B_b, D). similarity: (B_a, B_b) matrix S in {0, 1}. scale: s of theta = s cos.
     """
-    theta = cosine_similarity_matrix(a, b) / 2  # (B_a, B_b)
+    theta = cosine_similarity_matrix(a, b) * scale  # (B_a, B_b)
     return (F.softplus(theta) - similarity.to(theta.dtype) * theta).mean()
 
 
@@ -76,6 +79,7 @@ def base_loss(
     label_weight: float = 1.0,
     similarity_weight: float = 1.0,
     modality_gap_weight: float = 0.001,
+    similarity_scale: float = 0.5,
 ) -> torch.Tensor:
     """DSCMR base loss L_o (Zhen et al., CVPR 2019, Eq. 2-4; METHOD.md "Student losses" 1).
 
@@ -88,6 +92,7 @@ def base_loss(
         image_embeds, text_embeds: u, v of shape (B, d). image_logits, text_logits: p, q of shape (B, L).
         labels: multi-hot y of shape (B, L).
         label_weight, similarity_weight, modality_gap_weight: phi, alpha, beta.
+        similarity_scale: the scale of the cosine inside J (release: 0.5).
     """
     y = labels.to(image_logits.dtype)
     loss = image_embeds.new_zeros(())
@@ -96,7 +101,9 @@ def base_loss(
             loss = loss + label_weight * F.binary_cross_entropy_with_logits(image_logits, y)
         if similarity_weight:
             s = label_similarity(y, y)
-            loss = loss + similarity_weight * similarity_likelihood_loss(image_embeds, image_embeds, s)
+            loss = loss + similarity_weight * similarity_likelihood_loss(
+                image_embeds, image_embeds, s, similarity_scale
+            )
         return loss
     if label_weight:
         bce = F.binary_cross_entropy_with_logits(image_logits, y) + F.binary_cross_entropy_with_logits(
@@ -106,9 +113,9 @@ def base_loss(
     if similarity_weight:
         s = label_similarity(y, y)
         likelihood = (
-            similarity_likelihood_loss(image_embeds, image_embeds, s)
-            + similarity_likelihood_loss(image_embeds, text_embeds, s)
-            + similarity_likelihood_loss(text_embeds, text_embeds, s)
+            similarity_likelihood_loss(image_embeds, image_embeds, s, similarity_scale)
+            + similarity_likelihood_loss(image_embeds, text_embeds, s, similarity_scale)
+            + similarity_likelihood_loss(text_embeds, text_embeds, s, similarity_scale)
         )
         loss = loss + similarity_weight * likelihood
     if modality_gap_weight:
@@ -328,6 +335,7 @@ class CRCGSStudentLoss(nn.Module):
 
     Args:
         label_weight (`float`, defaults to 1.0): phi of the base loss. similarity_weight (`float`, 1.0): alpha.
+        similarity_scale (`float`, 0.5): s of theta = s cos in the likelihood terms J (the release halves it).
         modality_gap_weight (`float`, 0.001): beta. distillation_weight (`float`, 0.2): w_d.
         adversarial_weight (`float`, 0.01): w_a. contrastive_weight (`float`, 0.03): w_c.
         contrastive_n_data (`int`, *optional*): n_data of the NCE noise (P_n = 1 / n_data); required when
@@ -353,6 +361,7 @@ class CRCGSStudentLoss(nn.Module):
         self,
         label_weight: float = 1.0,
         similarity_weight: float = 1.0,
+        similarity_scale: float = 0.5,
         modality_gap_weight: float = 0.001,
         distillation_weight: float = 0.2,
         adversarial_weight: float = 0.01,
@@ -366,6 +375,7 @@ class CRCGSStudentLoss(nn.Module):
         super().__init__()
         self.label_weight = label_weight
         self.similarity_weight = similarity_weight
+        self.similarity_scale = similarity_scale
         self.modality_gap_weight = modality_gap_weight
         self.distillation_weight = distillation_weight
         self.adversarial_weight = adversarial_weight
@@ -382,6 +392,7 @@ class CRCGSStudentLoss(nn.Module):
         return cls(
             label_weight=config.label_loss_weight,
             similarity_weight=config.similarity_loss_weight,
+            similarity_scale=config.similarity_scale,
             modality_gap_weight=config.modality_gap_loss_weight,
             distillation_weight=config.distillation_weight,
             adversarial_weight=config.adversarial_weight,
@@ -411,6 +422,7 @@ class CRCGSStudentLoss(nn.Module):
             self.label_weight,
             self.similarity_weight,
             self.modality_gap_weight,
+            self.similarity_scale,
         )
 
     def teacher_free_terms(

@@ -68,7 +68,9 @@ class EpochShuffleSampler(Sampler[int]):
 
     The order of an epoch therefore does not depend on how the run got there, which is what makes a
     resumed run (`set_epoch` + `skip_first_batches`) see exactly the batches an uninterrupted run sees.
-    Every process draws the same permutation; Accelerate's batch sharding then splits it.
+    Every process draws the same permutation; Accelerate's batch sharding then splits it. Once the
+    loader is prepared, set the epoch on the prepared loader (`training.loop.set_loader_epoch`): it
+    re-sets its sampler's epoch from its own count whenever iteration starts.
     """
 
     def __init__(self, num_items: int, seed: int) -> None:
@@ -99,7 +101,7 @@ def train_loader(
 ) -> tuple[DataLoader, EpochShuffleSampler]:
     """Shuffled loader over a split (or a `TensorDictDataset`) and its sampler.
 
-    Call `sampler.set_epoch(e)` before each epoch.
+    Call `set_epoch(e)` before each epoch: on the loader once it is prepared, else on the sampler.
     """
     sampler = EpochShuffleSampler(len(dataset), seed)
     if isinstance(dataset, TensorDictDataset):

@@ -63,6 +63,22 @@ def step_seed(seed: int, unit: str, epoch: int, step: int, process_index: int) -
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+def set_loader_epoch(loader: Any, sampler: Any, epoch: int) -> None:
+    """Make `epoch` the epoch of the prepared `loader`, which owns it, and through it of `sampler`.
+
+    Accelerate's `DataLoaderShard.__iter__` starts every pass with `self.set_epoch(self.iteration)`,
+    overriding the sampler's epoch with the loader's own count of passes, and `skip_first_batches`
+    copies that count into the loader it returns. A resumed run's first epoch goes through such a
+    derived loader, so the prepared loader's count falls behind the real epoch (it would replay an
+    earlier epoch's order); setting the epoch on the prepared loader keeps the count, the sampler and
+    every loader derived from it on `epoch`. A plain `DataLoader` has no epoch: its sampler gets it.
+    """
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    else:
+        sampler.set_epoch(epoch)
+
+
 @dataclass
 class UnitSpec:
     """What `UnitRunner.run` needs to train one unit of work."""
@@ -70,7 +86,7 @@ class UnitSpec:
     name: str
     epochs: int
     loader: Any  # a prepared DataLoader
-    sampler: Any  # its EpochShuffleSampler
+    sampler: Any  # its EpochShuffleSampler (its epoch is set through the loader, and checked)
     train_step: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
     validate: Callable[[], dict[str, float]]
     metric: str
@@ -168,13 +184,18 @@ class UnitRunner:
             spec.early_stopping_patience, state.epoch - 1, state.best_epoch
         )
         for epoch in range(state.epoch, state.epoch if stopped else spec.epochs):
-            spec.sampler.set_epoch(epoch)
+            set_loader_epoch(spec.loader, spec.sampler, epoch)
             loader = (
                 acc.skip_first_batches(spec.loader, state.step_in_epoch)
                 if state.step_in_epoch
                 else spec.loader
             )
             for batch in loader:
+                # Accelerate sets the sampler's epoch when iteration starts: a silent replay otherwise
+                if spec.sampler.epoch != epoch:
+                    raise RuntimeError(
+                        f"[{spec.name}] epoch {epoch} is drawing the shuffle order of epoch {spec.sampler.epoch}"
+                    )
                 torch.manual_seed(
                     step_seed(self.seed, spec.name, epoch, state.step_in_epoch, acc.process_index)
                 )

@@ -34,15 +34,7 @@ ranked by Hamming distance.
 
 ## Results
 
-Test protocol: {{ num_query }} queries against a database of {{ num_database }} items (every item that
-is not a query); relevant = at least one shared label; ties broken by database index.
-mAP@k uses k = {{ k }} (the number of queries, comparable with the paper's table).
-
-| ranking | direction | mAP@all | mAP@{{ k }} |
-|---|---|---|---|
-{% for row in rows %}| {{ row.ranking }} | {{ row.direction }} | {{ "%.4f"|format(row.map_all) }} | {{ "%.4f"|format(row.map_at_k) }} |
-{% endfor %}
-
+{{ summary }}
 ## How to load and search
 
 ```python
@@ -129,6 +121,8 @@ def build_model_card(
     """A `ModelCard` with model-index eval results (I2T/T2I mAP@all and mAP@k), usage and citation."""
     from huggingface_hub import ModelCard, ModelCardData
 
+    from modeling_crcgs.retrieval.evaluation import summary_markdown
+
     name = hub_model_id.split("/")[-1] if hub_model_id else f"crcgs-{dataset}-{result['hash_bits']}bits"
     card_data = ModelCardData(
         model_name=name,
@@ -139,22 +133,13 @@ def build_model_card(
         metrics=["map"],
         eval_results=_eval_results(result, dataset),
     )
-    k = result["hamming"]["i2t"]["k"]
-    rows = [
-        {"ranking": ranking, "direction": d.upper(), **result[ranking][d]}
-        for ranking in ("hamming", "continuous")
-        for d in ("i2t", "t2i")
-    ]
     return ModelCard.from_template(
         card_data,
         template_str=_TEMPLATE,
         model_name=name,
         hash_bits=result["hash_bits"],
         dataset_name=DATASET_NAMES.get(dataset, dataset),
-        num_query=result["num_query"],
-        num_database=result["num_database"],
-        k=k,
-        rows=rows,
+        summary=summary_markdown(result).strip(),
         repo_or_path=repo_or_path,
         settings=sorted(settings.items()),
         image_input_dim=config.image_input_dim,

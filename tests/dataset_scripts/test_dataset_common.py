@@ -202,7 +202,6 @@ def test_config_precedence_and_recipe(tmp_path):
         ({"train": [0, 1, 3], "validation": [2], "query": [3]}, "'query' and 'train' must be disjoint"),
         ({"train": [0, 1], "validation": [2, 3], "query": [3]}, "'query' and 'validation' must be disjoint"),
         ({"train": [0, 2], "validation": [2], "query": [3]}, "'train' and 'validation' must be disjoint"),
-        ({"train": [0], "validation": [2], "query": [3], "database": [3, 4]}, "'query' and 'database'"),
         ({"train": [0], "validation": [2], "query": [3], "test": [4]}, r"unknown split names \['test'\]"),
         ({"train": [0], "query": [3]}, r"missing splits \['validation'\]"),
         ({"train": [0.5], "validation": [2], "query": [3]}, "integer row indices"),
@@ -212,6 +211,13 @@ def test_config_precedence_and_recipe(tmp_path):
 def test_validate_splits_errors(splits, message):
     with pytest.raises(ValueError, match=message):
         validate_splits(splits, 10, source="my_splits.json")
+
+
+def test_a_given_database_may_overlap_the_queries_a_derived_one_never_does():
+    classic = validate_splits({"train": [0, 1], "validation": [2], "query": [3, 4], "database": [4, 3]}, 10)
+    np.testing.assert_array_equal(classic["database"], classic["query"])  # query = database = the test pairs
+    derived = validate_splits({"train": [0, 1], "validation": [2], "query": [3, 4]}, 10)
+    assert np.intersect1d(derived["query"], derived["database"]).size == 0
 
 
 def test_read_split_file_errors_name_the_file(tmp_path):

@@ -269,3 +269,17 @@ def test_cached_load_does_not_read_the_source(tmp_path, monkeypatch):
     np.testing.assert_array_equal(
         fresh["query"]["image_features"], arrays["image_features"][fresh["query"]["index"]]
     )
+
+
+def test_label_names_json_and_its_errors(tmp_path):
+    folder = _write(tmp_path / "json", "npy", _arrays())
+    names = ["art", "biology", "geography", "history", "media", "music"]
+    (folder / "label_names.json").write_text(json.dumps(names))
+    assert label_names(_load(folder, tmp_path)) == names
+    (folder / "label_names.json").write_text('{"art": 0}')
+    _expect_error(folder, tmp_path / "b", "label_names.json must be a JSON list of non-empty label names")
+    (folder / "label_names.json").write_text("[broken")
+    _expect_error(folder, tmp_path / "c", "label_names.json is not valid JSON")
+    (folder / "label_names.json").write_text(json.dumps(names))
+    (folder / "label_names.txt").write_text("\n".join(names))
+    _expect_error(folder, tmp_path / "d", "both label_names.txt and label_names.json")

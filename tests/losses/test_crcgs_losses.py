@@ -44,11 +44,11 @@ def _loop_similarity(ya, yb):
     return [[1.0 if float(ya[j] @ yb[k]) > 0 else 0.0 for k in range(len(yb))] for j in range(len(ya))]
 
 
-def _loop_j(a, b, s):
+def _loop_j(a, b, s, scale=0.5):
     total = 0.0
     for j in range(len(a)):
         for k in range(len(b)):
-            theta = _cos(a[j], b[k]) / 2
+            theta = _cos(a[j], b[k]) * scale
             total += math.log(1 + math.exp(theta)) - s[j][k] * theta
     return total / (len(a) * len(b))
 
@@ -114,6 +114,14 @@ def test_similarity_likelihood_matches_loop(batch):
     loss = losses.similarity_likelihood_loss(a, b, s)
     _rel_close(loss, _loop_j(a.detach(), b.detach(), s.tolist()))
     _assert_finite_grads(loss, a, b)
+
+
+@pytest.mark.parametrize("scale", [0.25, 1.0, 8.0])
+def test_similarity_likelihood_scale_matches_loop(scale):
+    a, b, y = _gen(3, 7)
+    s = losses.label_similarity(y, y)
+    loss = losses.similarity_likelihood_loss(a, b, s, scale)
+    _rel_close(loss, _loop_j(a.detach(), b.detach(), s.tolist(), scale))
 
 
 @pytest.mark.parametrize("batch", [1, 6])
@@ -295,6 +303,28 @@ def test_support_set_stays_finite_for_small_temperature_and_zero_features():
     loss = losses.support_set_loss(zeros, b, y, 0.06)  # all-zero ReLU outputs: cos = 0 -> clamped, not inf
     assert math.isfinite(float(loss.detach()))
     _assert_finite_grads(loss, zeros, b)
+
+
+def test_support_set_in_float32_at_small_temperature_matches_the_float64_loop():
+    # At tau = 0.01, exp(cos / tau) reaches e^100, beyond float32's range: the weights must come from
+    # the log-space softmax, with pairs that share no label excluded outright (log of a clamped zero
+    # count is only -87 in float32, which a cosine gap of 0.9 / tau would overcome).
+    g = torch.Generator().manual_seed(18)
+    a = torch.rand(8, 6, generator=g, dtype=torch.float64)
+    b = torch.rand(8, 6, generator=g, dtype=torch.float64)
+    y = torch.tensor(
+        [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 1], [0, 0, 1], [0, 0, 0], [1, 0, 1], [0, 0, 0]],
+        dtype=torch.float64,
+    )  # rows 5 and 7 unlabelled
+    e = torch.eye(6, dtype=torch.float64)
+    # image 0 is orthogonal to the texts it shares a label with (0, 1, 6) and parallel to text 2, which
+    # shares none
+    a[0], b[0], b[1], b[6], b[2] = e[0], e[1], e[2], e[1] + e[2], e[0]
+    a32, b32 = a.float().requires_grad_(), b.float().requires_grad_()
+    loss = losses.support_set_loss(a32, b32, y.float(), 0.01)
+    assert loss.dtype == torch.float32
+    _rel_close(loss, _loop_support_set(a32.detach().double(), b32.detach().double(), y, 0.01))
+    _assert_finite_grads(loss, a32, b32)
 
 
 def test_support_set_rejects_bad_shapes():

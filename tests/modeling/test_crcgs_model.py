@@ -120,6 +120,9 @@ def test_adversarial_gradient_flows_through_frozen_decoders_into_student(tiny_co
         contrastive_weight=0.0,
         support_set_weight=0.0,
     )
+    # Seeded: with ReLU converters and decoders, some random initialisations have no live path from a
+    # tower to the discriminators on this small batch (2 of 40 seeds), whatever test ran before.
+    torch.manual_seed(0)
     model = CRCGSForPreTraining(config)
     x, t, y = _batch(config)
     out = model(image_features=x, text_features=t, labels=y, stage="student")

@@ -3,7 +3,7 @@
 import pytest
 from tiny_training_config import tiny_config, write_config
 
-from training.ablation import ablation_rows, main
+from training.ablation import ablation_rows, main, markdown_table
 
 
 def test_ablation_rows_switch_terms_off_by_weight():
@@ -22,6 +22,26 @@ def test_ablation_rows_switch_terms_off_by_weight():
     assert rows["base + support set"]["contrastive_weight"] == 0
     assert rows["full objective"]["contrastive_weight"] == 0.03  # the config default
     assert all(r["dis_iter"] == 2 for r in rows.values())
+    with_leave_one_out = dict(ablation_rows({"support_set_weight": 0.5}, leave_one_out=True))
+    assert list(with_leave_one_out)[6:] == [
+        "full - distillation",
+        "full - adversarial",
+        "full - contrastive",
+        "full - support set",
+    ]
+    assert with_leave_one_out["full - contrastive"]["contrastive_weight"] == 0
+    assert with_leave_one_out["full - contrastive"]["support_set_weight"] == 0.5
+    assert with_leave_one_out["full - contrastive"]["adversarial_weight"] == 0.01
+
+
+def test_table_cells_are_mean_and_std_over_seeds():
+    def result(value):
+        scores = {"i2t": {"map_all": value}, "t2i": {"map_all": value + 0.1}}
+        return {8: {"continuous": scores, "hamming": scores}}
+
+    table = markdown_table([("base loss only", [result(0.2), result(0.4)])])
+    row = table.splitlines()[-1]
+    assert row.startswith("| base loss only | 0.3000 ± 0.1000 | 0.4000 ± 0.1000 | 0.3500 ± 0.1000 |")
 
 
 @pytest.mark.slow

@@ -1,23 +1,18 @@
 """A tiny end-to-end run of training/train.py: the output folder, loading, protection, resume, Hub."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from kill_resume import run_and_kill, run_to_end
 from safetensors.torch import load_file
-from tiny_training_config import REPO_ROOT, accelerate_command, subprocess_env, tiny_config, write_config
+from tiny_training_config import tiny_config, write_config
 
 from training.logging_utils import read_log
 from training.publishing import HubPushError, push_folders
 from training.train import main
-
-TRAIN_PY = str(REPO_ROOT / "training" / "train.py")
 
 
 def _argv(config_path: Path, *extra: str) -> list[str]:
@@ -136,58 +131,54 @@ def test_push_to_hub_offline_fails_with_one_sentence(finished_run):
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == files
 
 
-def _mid_epoch_student_checkpoint(out: Path) -> bool:
-    for state_file in (out / "checkpoints").glob("checkpoint-*/trainer_state.json"):
-        try:
-            state = json.loads(state_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if state["unit"] == "student" and state["step_in_epoch"] > 0:
-            return True
-    return False
+def test_each_unit_keeps_its_earliest_best_epoch(finished_run):
+    _, _, summary = finished_run
+    for unit, result in summary["stages"].items():
+        metric, sign = ("loss", -1) if unit == "teachers" else ("map", 1)
+        values = [sign * h[metric] for h in result["history"]]
+        assert [h["epoch"] for h in result["history"]] == list(range(len(values))), unit
+        assert result["best_epoch"] == values.index(max(values)), unit
+
+
+def _same_tensors(got_path: Path, want_path: Path) -> None:
+    got, want = load_file(str(got_path)), load_file(str(want_path))
+    assert got.keys() == want.keys(), got_path
+    assert all(torch.equal(got[k], want[k]) for k in got), got_path
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(finished_run, tmp_path):
+def test_run_killed_in_a_later_student_epoch_and_mid_hash_stage_resumes_exactly(finished_run, tmp_path):
     reference, _, _ = finished_run
     out = tmp_path / "out"
-    config = write_config(tmp_path / "tiny.json", tiny_config(out, checkpointing_steps=3))
-    log = (tmp_path / "killed.log").open("w")
-    # A session of its own: `accelerate launch` runs train.py as a child, and both get the SIGKILL.
-    proc = subprocess.Popen(
-        [*accelerate_command(1), TRAIN_PY, *_argv(config)],
-        env=subprocess_env(),
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while not _mid_epoch_student_checkpoint(out) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    log.close()
-    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-2000:]
-    assert not list(out.glob("*bits/model.safetensors")), "the run finished before it was killed"
-
-    resumed = subprocess.run(
-        [*accelerate_command(1), TRAIN_PY, *_argv(config, "--resume_from_checkpoint", "latest")],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-    )
+    # A checkpoint after every step: the kill lands within the targeted epoch on a loaded machine too.
+    config = write_config(tmp_path / "tiny.json", tiny_config(out, checkpointing_steps=1))
+    # Killed in the student's second epoch, resumed, killed again in the 8-bit hash head's second epoch.
+    state = run_and_kill(config, out, "student", 1, tmp_path / "first.log", resume=False)
+    assert (state.unit, state.epoch) == ("student", 1) and state.step_in_epoch > 0, state
+    state = run_and_kill(config, out, "hash-8", 1, tmp_path / "second.log", resume=True)
+    assert (state.unit, state.epoch) == ("hash-8", 1) and state.step_in_epoch > 0, state
+    assert "[student] resumed from" in (tmp_path / "second.log").read_text()
+    resumed = run_to_end(config, resume=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from" in resumed.stderr
+    assert "[hash-8] resumed from" in resumed.stderr
+
+    got = json.loads((out / "run_summary.json").read_text())["stages"]
+    want = json.loads((reference / "run_summary.json").read_text())["stages"]
+    assert got.keys() == want.keys() == {"teachers", "student", "hash-8", "hash-16"}
+    for unit in want:  # every epoch's validation figures, to the last digit
+        assert got[unit]["history"] == want[unit]["history"], unit
+        assert got[unit]["best_epoch"] == want[unit]["best_epoch"], unit
+        _same_tensors(
+            out / "stages" / unit / "best.safetensors", reference / "stages" / unit / "best.safetensors"
+        )
     for bits in (8, 16):
-        got = json.loads((out / f"synthetic-{bits}bits" / "eval_results.json").read_text())
-        want = json.loads((reference / f"synthetic-{bits}bits" / "eval_results.json").read_text())
-        for ranking in ("hamming", "continuous"):
-            for direction in ("i2t", "t2i"):
-                assert got[ranking][direction]["map_all"] == want[ranking][direction]["map_all"]
-        got_w = load_file(str(out / f"synthetic-{bits}bits" / "model.safetensors"))
-        want_w = load_file(str(reference / f"synthetic-{bits}bits" / "model.safetensors"))
-        assert got_w.keys() == want_w.keys()
-        assert all(torch.equal(got_w[k], want_w[k]) for k in got_w)
+        folder = f"synthetic-{bits}bits"
+        got_eval = json.loads((out / folder / "eval_results.json").read_text())
+        want_eval = json.loads((reference / folder / "eval_results.json").read_text())
+        assert (
+            got_eval["hamming"] == want_eval["hamming"] and got_eval["continuous"] == want_eval["continuous"]
+        )
+        _same_tensors(out / folder / "model.safetensors", reference / folder / "model.safetensors")
 
 
 if __name__ == "__main__":

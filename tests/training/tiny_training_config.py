@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from crcgs_test_utils import TINY_NETWORKS
+from tests.crcgs_test_utils import TINY_NETWORKS  # (importable from benchmarks too)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,89 @@
+"""`--dataset features` without --config: the shipped recipe, fitted input normalisers, classic splits, CCA."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training.train import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("features")
+    data = root / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, 3, size=150)
+    image = rng.dirichlet(np.full(16, 0.5), size=150) + np.eye(3, 16)[classes] * 0.2  # histogram-like
+    text = rng.normal(size=(150, 5)) * 40 + np.eye(3, 5)[classes] * 60 + 100  # large, shifted scale
+    np.save(data / "image_features.npy", image.astype(np.float32))
+    np.save(data / "text_features.npy", text.astype(np.float32))
+    np.save(data / "labels.npy", classes.astype(np.int64))
+    (data / "label_names.json").write_text(json.dumps(["art", "music", "sport"]))
+    test = list(range(120, 150))
+    splits = {"train": list(range(100)), "validation": list(range(100, 120)), "query": test, "database": test}
+    (data / "splits.json").write_text(json.dumps(splits))
+    argv = [
+        "--dataset", "features", "--data_dir", str(data), "--cache_dir", str(root / "cache"),
+        "--output_dir", str(root / "out"), "--hash_bits", "8",
+        "--teacher_epochs", "1", "--student_epochs", "6", "--hash_epochs", "4", "--early_stopping_patience", "1",
+        "--model_config", json.dumps({"tower_hidden_dims": [32, 32], "common_dim": 16, "converted_dim": 16,
+                                      "teacher_i2t_encoder_dims": [16], "teacher_i2t_decoder_dims": [16],
+                                      "teacher_t2i_encoder_dims": [16], "teacher_t2i_decoder_dims": [16],
+                                      "image_feature_normalization": "standardize",
+                                      "text_feature_normalization": "standardize", "tower_input_dropout": 0.2}),
+    ]  # fmt: skip
+    summary = main(argv)
+    return root, data, summary, text[:100], image[:100]
+
+
+def test_recipe_is_recorded_and_normalisers_are_fitted_on_the_training_split(recipe_run):
+    root, _, summary, train_text, train_image = recipe_run
+    args = json.loads((root / "out" / "training_args.json").read_text())
+    assert args["config"].endswith("training/configs/features.yaml") and args["early_stopping_patience"] == 1
+    folder = root / "out" / "features-8bits"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["text_feature_normalization"] == "standardize" and config["tower_input_dropout"] == 0.2
+    tensors = load_file(folder / "model.safetensors")
+    np.testing.assert_allclose(tensors["text_normalizer.mean"].numpy(), train_text.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(tensors["text_normalizer.std"].numpy(), train_text.std(0), rtol=1e-4)
+    np.testing.assert_allclose(tensors["image_normalizer.mean"].numpy(), train_image.mean(0), rtol=1e-5)
+
+
+def test_classic_protocol_is_accepted_and_scored_beside_cca(recipe_run):
+    root, _, summary, _, _ = recipe_run
+    result = json.loads((root / "out" / "features-8bits" / "eval_results.json").read_text())
+    assert result["num_query"] == result["num_database"] == 30
+    assert result["protocol"] == {"name": "classic", "query_database_overlap": 30}
+    cca = result["baselines"]["cca"]
+    assert set(cca) == {"method", "hamming", "continuous"} and 0 < cca["continuous"]["i2t"]["map_all"] <= 1
+    card = (root / "out" / "features-8bits" / "README.md").read_text()
+    assert "baseline CCA" in card and "Protocol: classic" in card
+
+
+def test_early_stopping_ends_a_unit_patience_epochs_after_its_best(recipe_run):
+    _, _, summary, _, _ = recipe_run
+    for unit in ("student", "hash-8"):
+        stage = summary["stages"][unit]
+        epochs = [entry["epoch"] for entry in stage["history"]]
+        assert epochs[-1] <= stage["best_epoch"] + 1
+        if len(epochs) < {"student": 6, "hash-8": 4}[unit]:  # stopped early: exactly patience epochs later
+            assert epochs[-1] == stage["best_epoch"] + 1
+
+
+def test_the_reloaded_model_takes_raw_features(recipe_run):
+    root, data, _, _, _ = recipe_run
+    from transformers import AutoModel
+
+    import modeling_crcgs  # noqa: F401  (registers the model type)
+
+    model = AutoModel.from_pretrained(root / "out" / "features-8bits").eval()
+    raw = torch.from_numpy(np.load(data / "text_features.npy")[120:])
+    manual = (raw - model.text_normalizer.mean) / model.text_normalizer.std
+    expected = model.common_projection(model.text_tower(manual))
+    assert torch.allclose(model.get_text_features(raw), expected, atol=1e-5)
