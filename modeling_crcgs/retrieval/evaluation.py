@@ -232,6 +232,8 @@ def evaluate_retrieval(
     _check_split(database_split, "database_split", _input_columns(network))
     num_query, num_database = len(query_split), len(database_split)
     k = _top_k(top_k, num_query, num_database)
+    # the CCA baseline reads the splits' fixed features, as given (train_split holds those, not tower outputs)
+    fixed_splits = (query_split, database_split)
     model, query_split, database_split = feature_level_view(
         model,
         query_split,
@@ -255,10 +257,8 @@ def evaluate_retrieval(
         for modality in MODALITIES
     }
     warn_on_collapse(result["code_statistics"])
-    if train_split is not None and _has_features(train_split, query_split, database_split):
-        result["baselines"] = {
-            "cca": cca_baseline(train_split, query_split, database_split, result["hash_bits"], k)
-        }
+    if train_split is not None and _has_features(train_split, *fixed_splits):
+        result["baselines"] = {"cca": cca_baseline(train_split, *fixed_splits, result["hash_bits"], k)}
         warn_below_baseline(result)
     return result
 
