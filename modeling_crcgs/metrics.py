@@ -29,12 +29,15 @@ paths give the same, unique, stable order and the same integers (tests check bot
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Optional, Union
 
 import numpy as np
@@ -314,15 +317,27 @@ class _Ranked:
         return self.hits[:, -1]
 
 
-def _pool_threads() -> int:
-    """Threads of the bit path: ``CRCGS_MAP_THREADS`` (a positive integer or ``auto`` for
-    ``torch.get_num_threads()``); unset: 1, no thread pool."""
-    value = os.environ.get("CRCGS_MAP_THREADS", "1").strip()
+def _threads_setting() -> Optional[int]:
+    """``CRCGS_MAP_THREADS``: a positive integer, ``auto`` (0 here: every thread the backend has) or unset
+    (None)."""
+    value = os.environ.get("CRCGS_MAP_THREADS")
+    if value is None:
+        return None
+    value = value.strip()
     if value == "auto":
-        return torch.get_num_threads()
+        return 0
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"CRCGS_MAP_THREADS must be a positive integer or 'auto', got {value!r}")
     return int(value)
+
+
+def _pool_threads() -> int:
+    """Threads of the numpy bit path: ``CRCGS_MAP_THREADS`` (``auto``: ``torch.get_num_threads()``); unset:
+    1, no thread pool."""
+    setting = _threads_setting()
+    if setting is None:
+        return 1
+    return setting or torch.get_num_threads()
 
 
 def _ranked_chunks(
@@ -449,6 +464,100 @@ def _mean_curve(axis_name: str, axis: list[int], sums: torch.Tensor, num_queries
 
 
 # ----------------------------------------------------------------------------------------------------------
+# The compiled route (numba, optional)
+
+# numba's default threading layer (workqueue) aborts the process on concurrent parallel launches.
+_COMPILED_LOCK = threading.Lock()
+# Compiled cosine route: a chunk holds only its float32 distances (the kernels' scratch is per thread).
+_COMPILED_BYTES_PER_PAIR = 4
+
+
+@functools.cache
+def _compiled_kernels() -> Optional[ModuleType]:
+    """The numba kernels (:mod:`modeling_crcgs._metrics_numba`), or None when numba is not installed
+    (``pip install crcgs[fast]``): the numpy / torch route then runs."""
+    try:
+        from . import _metrics_numba
+    except ImportError:
+        return None
+    return _metrics_numba
+
+
+def _use_compiled(prepared: _Prepared) -> bool:
+    """The compiled route serves the CPU (bit path) when numba is there."""
+    return prepared.bit_ops and _compiled_kernels() is not None
+
+
+def _compiled_threads() -> int:
+    """Threads of the compiled route: ``CRCGS_MAP_THREADS`` (``auto``: all of numba's threads) when set,
+    else ``numba.get_num_threads()`` (so ``numba.set_num_threads`` and ``NUMBA_NUM_THREADS`` apply; by
+    default every core). At most numba's ``NUMBA_NUM_THREADS``."""
+    import numba
+
+    setting = _threads_setting()
+    if setting is None:
+        return numba.get_num_threads()
+    return min(setting or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
+
+
+def _compiled_means(
+    prepared: _Prepared,
+    ap_ks: Sequence[int],
+    ks: Sequence[int],
+    chunk_size: Optional[int],
+    memory_budget_bytes: int,
+) -> dict[str, list[float]]:
+    """Means over queries of AP_k (k in ``ap_ks``), P@k and R@k (k in ``ks``) and, for Hamming, the ball
+    precision / recall at r = 0..K: ``{"ap", "precision", "recall"[, "ball_precision", "ball_recall"]}``.
+
+    Hamming: one compiled pass over all queries (packed words, no distance matrix). Cosine: the float32
+    distances of a chunk of queries (the same torch product as the numpy route), ranked by the compiled
+    radix sort. Per-query values are summed over queries in query order (thread count has no effect).
+    """
+    kernels = _compiled_kernels()
+    ap_ks = np.asarray(ap_ks, dtype=np.int64)
+    ks = np.asarray(ks, dtype=np.int64)
+    num_queries, num_database = prepared.num_queries, prepared.num_database
+    size = _chunk_size(
+        num_database, memory_budget_bytes * _BYTES_PER_PAIR // _COMPILED_BYTES_PER_PAIR, chunk_size
+    )
+    threads = _compiled_threads()
+    with _COMPILED_LOCK, kernels.threads(threads):
+        if prepared.distance == "hamming":
+            block = max(1, min(16, num_queries // (8 * threads)))
+            rows = kernels.hamming_rows(
+                prepared.query_words,
+                prepared.database_words_t,
+                prepared.query_label_words,
+                prepared.database_label_words_t,
+                prepared.num_bits,
+                ap_ks,
+                ks,
+                block,
+            )
+            names = ("ap", "precision", "recall", "ball_precision", "ball_recall")
+        else:
+            parts = []
+            for start in range(0, num_queries, size):
+                stop = min(start + size, num_queries)
+                distances = _cosine_distances(prepared, start, stop).numpy()
+                block = max(1, min(16, (stop - start) // (8 * threads)))
+                parts.append(
+                    kernels.cosine_rows(
+                        distances,
+                        prepared.query_label_words[start:stop],
+                        prepared.database_label_words_t,
+                        ap_ks,
+                        ks,
+                        block,
+                    )
+                )
+            rows = tuple(np.concatenate(part) for part in zip(*parts, strict=True))
+            names = ("ap", "precision", "recall")
+    return {name: kernels.sequential_means(values).tolist() for name, values in zip(names, rows, strict=True)}
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Public metrics
 
 
@@ -495,6 +604,8 @@ def mean_average_precision(
     """
     prepared = _prepare(query_codes, database_codes, query_labels, database_labels, distance, num_bits)
     k = prepared.num_database if top_k is None else _check_k(top_k, prepared.num_database, "top_k")
+    if _use_compiled(prepared):
+        return _compiled_means(prepared, [k], [], chunk_size, memory_budget_bytes)["ap"][0]
     sums = _summed(
         prepared, chunk_size, memory_budget_bytes, {"ap": lambda r: _average_precision_sums(r, [k])}
     )
@@ -527,6 +638,9 @@ def precision_recall_at_k(
     """
     prepared = _prepare(query_codes, database_codes, query_labels, database_labels, distance, num_bits)
     ks = _k_list(k_values, prepared.num_database)
+    if _use_compiled(prepared):
+        means = _compiled_means(prepared, [], ks, chunk_size, memory_budget_bytes)
+        return {"k": ks, "precision": means["precision"], "recall": means["recall"]}
     sums = _summed(prepared, chunk_size, memory_budget_bytes, {"pr": lambda r: _precision_recall_sums(r, ks)})
     return _mean_curve("k", ks, sums["pr"], prepared.num_queries)
 
@@ -560,6 +674,13 @@ def pr_curve_hamming(
     """
     prepared = _prepare(query_codes, database_codes, query_labels, database_labels, "hamming", num_bits)
     k = prepared.num_bits
+    if _use_compiled(prepared):
+        means = _compiled_means(prepared, [], [], chunk_size, memory_budget_bytes)
+        return {
+            "radius": list(range(k + 1)),
+            "precision": means["ball_precision"],
+            "recall": means["ball_recall"],
+        }
     sums = _summed(prepared, chunk_size, memory_budget_bytes, {"pr": lambda r: _radius_sums(r, k)})
     return _mean_curve("radius", list(range(k + 1)), sums["pr"], prepared.num_queries)
 
@@ -652,6 +773,20 @@ def retrieval_metrics(
     k = n if top_k is None else _check_k(top_k, n, "top_k")
     ks = _k_list(k_values, n)
     hamming = distance == "hamming"
+    if _use_compiled(prepared):
+        means = _compiled_means(prepared, [n, k], ks, chunk_size, memory_budget_bytes)
+        result = {
+            "map_all": means["ap"][0],
+            "map_at_k": means["ap"][1],
+            "k": k,
+            "precision_at_k": {"k": ks, "precision": means["precision"], "recall": means["recall"]},
+        }
+        if hamming:
+            curve = {"radius": list(range(prepared.num_bits + 1))}
+            curve.update(precision=means["ball_precision"], recall=means["ball_recall"])
+            result["pr_curve"] = curve
+            result["precision_at_radius_2"] = curve["precision"][min(2, prepared.num_bits)]
+        return result
     reductions = {
         "ap": lambda r: _average_precision_sums(r, [n, k]),
         "at_k": lambda r: _precision_recall_sums(r, ks),
