@@ -23,7 +23,7 @@ those loops for any number of threads: each query writes its own output row, and
 are sequential sums done afterwards.
 
 Queries run in blocks spread over numba's threads (``prange``); each block allocates its scratch arrays
-once (about 16 bytes per database item).
+once (about 40 bytes per database item). The kernels release the GIL.
 """
 
 from __future__ import annotations
@@ -35,6 +35,13 @@ import numba
 import numpy as np
 from numba import prange, types
 from numba.extending import intrinsic
+
+# Threading layer: numba's own "workqueue" unless NUMBA_THREADING_LAYER chose one. The default pick on
+# Linux, OpenMP, spins its waiting threads: on a busy 2-core machine a 2-thread call was then ~10x slower
+# than a 1-thread call, while with workqueue it costs nothing (benchmarks/bench_map.py). workqueue is
+# fork-safe but takes one parallel launch at a time: the caller serialises launches with a lock.
+if numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "workqueue"
 
 
 def _jit(**options):
@@ -67,18 +74,22 @@ def _popcount(typingctx, value):
 
 
 @_jit()
-def _hamming_counts(query_words, database_words_t, query_labels, database_labels_t, scratch, count):
+def _hamming_counts(
+    query_words, database_words_t, query_labels, database_labels_t, scratch, count, dist, rel
+):
     """Counting pass of one query over the database in index order; returns R, the number of relevant items.
 
     Fills ``count[d]`` (items at distance d) and, for the i-th relevant item in database order,
     ``scratch[i] = (c << 32) | d``: its distance d and the number c of items at distance d before it.
-    Branch-free: the slot of a non-relevant item is overwritten by the next item.
+    Branch-free: the slot of a non-relevant item is overwritten by the next item. With one code word and
+    one label word (K <= 64, L <= 64) it is one fused loop; otherwise distances and relevance are summed
+    word by word first (``dist``, ``rel``: loops over the database that vectorize), which is ~3x faster.
     """
     num_words, num_database = database_words_t.shape
     num_label_words = database_labels_t.shape[0]
     count[:] = 0
     num_relevant = 0
-    if num_words == 1 and num_label_words == 1:  # K <= 64 and L <= 64: one word each
+    if num_words == 1 and num_label_words == 1:
         word, label = query_words[0], query_labels[0]
         for j in range(num_database):
             d = _popcount(word ^ database_words_t[0, j])
@@ -87,24 +98,30 @@ def _hamming_counts(query_words, database_words_t, query_labels, database_labels
             count[d] = c + 1
             num_relevant += (label & database_labels_t[0, j]) != 0
         return num_relevant
+    dist[:] = 0
+    for w in range(num_words):
+        word = query_words[w]
+        for j in range(num_database):
+            dist[j] += _popcount(word ^ database_words_t[w, j])
+    rel[:] = 0
+    for w in range(num_label_words):
+        label = query_labels[w]
+        for j in range(num_database):
+            rel[j] |= (label & database_labels_t[w, j]) != 0
     for j in range(num_database):
-        d = 0
-        for w in range(num_words):
-            d += _popcount(query_words[w] ^ database_words_t[w, j])
-        relevant = False
-        for w in range(num_label_words):
-            relevant |= (query_labels[w] & database_labels_t[w, j]) != 0
+        d = dist[j]
         c = count[d]
         scratch[num_relevant] = (c << 32) | d
         count[d] = c + 1
-        num_relevant += relevant
+        num_relevant += rel[j]
     return num_relevant
 
 
 @_jit()
-def _relevant_positions(scratch, num_relevant, count, rel_count, positions):
-    """positions[h] = 1-based ranking position of the (h+1)-th relevant item (ascending), and
-    ``rel_count[d]`` (relevant items at distance d), from the counting pass.
+def _relevant_positions(scratch, num_relevant, count, rel_count, positions, terms):
+    """positions[h] = 1-based ranking position n_h of the (h+1)-th relevant item (ascending),
+    ``terms[h] = (h + 1) / n_h`` (its precision) and ``rel_count[d]`` (relevant items at distance d), from
+    the counting pass.
 
     The relevant items at distance d follow the items at smaller distances (``start[d]``) and, in database
     order, the relevant items at smaller distances (``rel_start[d]``, advanced as they are placed).
@@ -122,25 +139,26 @@ def _relevant_positions(scratch, num_relevant, count, rel_count, positions):
         relevant += rel_count[d]
     for i in range(num_relevant):
         d = scratch[i] & distance_mask
-        positions[rel_start[d]] = start[d] + (scratch[i] >> 32) + 1
-        rel_start[d] += 1
+        h = rel_start[d]
+        positions[h] = start[d] + (scratch[i] >> 32) + 1
+        terms[h] = (h + 1) / positions[h]
+        rel_start[d] = h + 1
 
 
 @_jit()
-def _query_outputs(positions, num_relevant, ap_ks, ks, q, ap, precision, recall):
+def _query_outputs(positions, terms, num_relevant, ap_ks, ks, q, ap, precision, recall):
     """AP_k for each k of ``ap_ks`` and P@k, R@k for each k of ``ks``, into row q of the outputs.
 
-    AP_k = (sum over relevant n <= k, in ranking order, of hits_n / n) / R_k, as the loop references.
+    AP_k = (sum over relevant n <= k, in ranking order, of hits_n / n) / R_k, as the loop references
+    (``terms[h]`` = hits / n of the (h+1)-th relevant item).
     """
-    for a in range(ap_ks.shape[0]):
-        k = ap_ks[a]
-        total = 0.0
-        hits = 0
-        while hits < num_relevant and positions[hits] <= k:
-            hits += 1
-            total += hits / positions[hits - 1]
-        ap[q, a] = total / hits if hits > 0 else 0.0
     ranked = positions[:num_relevant]
+    for a in range(ap_ks.shape[0]):
+        hits = np.searchsorted(ranked, ap_ks[a], side="right")  # R_k
+        total = 0.0
+        for h in range(hits):
+            total += terms[h]
+        ap[q, a] = total / hits if hits > 0 else 0.0
     for t in range(ks.shape[0]):
         hits = np.searchsorted(ranked, ks[t], side="right")  # relevant items in the top k
         precision[q, t] = hits / ks[t]
@@ -158,7 +176,7 @@ def _radius_outputs(count, rel_count, num_relevant, q, ball_precision, ball_reca
         ball_recall[q, r] = hits / num_relevant if num_relevant > 0 else 0.0
 
 
-@_jit(parallel=True)
+@_jit(parallel=True, nogil=True)
 def hamming_rows(query_words, database_words_t, query_labels, database_labels_t, num_bits, ap_ks, ks, block):
     """Per-query metrics of Hamming ranking on packed words.
 
@@ -182,6 +200,9 @@ def hamming_rows(query_words, database_words_t, query_labels, database_labels_t,
     for b in prange((num_queries + block - 1) // block):
         scratch = np.empty(num_database + 1, dtype=np.int64)
         positions = np.empty(num_database, dtype=np.int64)
+        terms = np.empty(num_database)
+        dist = np.empty(num_database, dtype=np.int64)
+        rel = np.empty(num_database, dtype=np.uint8)
         count = np.empty(num_bits + 1, dtype=np.int64)
         rel_count = np.empty(num_bits + 1, dtype=np.int64)
         for q in range(b * block, min(num_queries, (b + 1) * block)):
@@ -192,9 +213,11 @@ def hamming_rows(query_words, database_words_t, query_labels, database_labels_t,
                 database_labels_t,
                 scratch,
                 count,
+                dist,
+                rel,
             )
-            _relevant_positions(scratch, num_relevant, count, rel_count, positions)
-            _query_outputs(positions, num_relevant, ap_ks, ks, q, ap, precision, recall)
+            _relevant_positions(scratch, num_relevant, count, rel_count, positions, terms)
+            _query_outputs(positions, terms, num_relevant, ap_ks, ks, q, ap, precision, recall)
             _radius_outputs(count, rel_count, num_relevant, q, ball_precision, ball_recall)
     return ap, precision, recall, ball_precision, ball_recall
 
@@ -205,8 +228,9 @@ _RADIX_PASSES = 3  # 3 x 11 bits cover the 32-bit key
 
 
 @_jit()
-def _cosine_positions(distances, query_labels, database_labels_t, keys, buffer, histogram, positions):
-    """Stable ranking of one query's float32 distances; fills ``positions`` like the Hamming pass, returns R.
+def _cosine_positions(distances, query_labels, database_labels_t, keys, buffer, histogram, positions, terms):
+    """Stable ranking of one query's float32 distances; fills ``positions`` and ``terms`` like the Hamming
+    pass, returns R.
 
     Key of a float: its bits, sign bit flipped for x >= 0 and all bits flipped for x < 0 (so unsigned order
     = float order; -0.0 is made +0.0 first, equal to it as a float). The relevance bit rides below the key
@@ -243,10 +267,12 @@ def _cosine_positions(distances, query_labels, database_labels_t, keys, buffer, 
     for n in range(num_database):
         positions[num_relevant] = n + 1
         num_relevant += np.int64(source[n] & np.uint64(1))
+    for h in range(num_relevant):
+        terms[h] = (h + 1) / positions[h]
     return num_relevant
 
 
-@_jit(parallel=True)
+@_jit(parallel=True, nogil=True)
 def cosine_rows(distances, query_labels, database_labels_t, ap_ks, ks, block):
     """Per-query AP_k, P@k, R@k of the ranking by ascending float32 ``distances`` (`(Q, N)`); labels packed
     as in :func:`hamming_rows`. Returns ``(ap, precision, recall)``."""
@@ -259,15 +285,16 @@ def cosine_rows(distances, query_labels, database_labels_t, ap_ks, ks, block):
         buffer = np.empty(num_database, dtype=np.uint64)
         histogram = np.empty((_RADIX_PASSES, _RADIX_BINS), dtype=np.int64)
         positions = np.empty(num_database + 1, dtype=np.int64)
+        terms = np.empty(num_database)
         for q in range(b * block, min(num_queries, (b + 1) * block)):
             num_relevant = _cosine_positions(
-                distances[q], query_labels[q], database_labels_t, keys, buffer, histogram, positions
+                distances[q], query_labels[q], database_labels_t, keys, buffer, histogram, positions, terms
             )
-            _query_outputs(positions, num_relevant, ap_ks, ks, q, ap, precision, recall)
+            _query_outputs(positions, terms, num_relevant, ap_ks, ks, q, ap, precision, recall)
     return ap, precision, recall
 
 
-@_jit()
+@_jit(nogil=True)
 def sequential_means(rows):
     """Column means of ``rows`` (`(Q, C)`), each summed in row order (as the loop references add up queries)."""
     totals = np.zeros(rows.shape[1])

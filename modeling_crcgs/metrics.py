@@ -13,18 +13,25 @@ Distances: ``"hamming"`` for binary codes, d_H(a, b) = (K - a.b) / 2 on sign cod
 {-1,+1}, {0,1} or packed ``uint8`` bits, see :func:`modeling_crcgs.hashing.to_signed_codes`);
 ``"cosine"`` for real-valued embeddings, d = 1 - cos(a, b) (ranking by descending cosine similarity).
 
-Every function runs on the device of ``query_codes`` (the other inputs are moved there). Queries are
-processed in chunks whose size follows a memory budget (``memory_budget_bytes``), and everything inside a
-chunk is vectorized: distances, label overlaps, one stable row-wise argsort, cumulative sums, one
-matrix-vector product. On accelerators this is torch (matrix products, ``torch.sort(stable=True)``). On
-CPU, Hamming distances and label overlaps are popcounts of XOR / AND of packed 64-bit words and the
-stable argsort is numpy's (an O(N) radix sort for small integers), several times faster there than
-float products and torch's merge sort. Opt-in thread pool: with the environment variable
-``CRCGS_MAP_THREADS`` set to N > 1 (or ``auto``: ``torch.get_num_threads()``), N threads rank the next query
-chunks while the current one is reduced; chunks are reduced in order, so every figure is bit-identical for
-any thread count. Off by default: on 2 cores it is ~1.3-1.4x faster when both are free, about even when
-one busy process shares them, and up to ~1.5x slower when several do (benchmarks/bench_map.py). Both
-paths give the same, unique, stable order and the same integers (tests check both).
+Every function runs on the device of ``query_codes`` (the other inputs are moved there). Three routes, all
+with the same, unique, stable order and the same integers (tests check each against loop references):
+
+* compiled (CPU, with numba: ``pip install crcgs[fast]``; :mod:`modeling_crcgs._metrics_numba`) for
+  mAP@all / mAP@k, P@k / R@k and the Hamming-ball curves: one counting pass per query over packed 64-bit
+  words (XOR + popcount distances, label AND, a counting sort over the K + 1 distances), no distance
+  matrix; cosine distances come from the same float32 product as below and are ranked by a stable radix
+  sort. Its floats are the operations of the plain loop references in the same order: bit-identical to
+  them, for any thread count. Threads: ``CRCGS_MAP_THREADS=N|auto`` when set, else a lowered
+  ``numba.set_num_threads``, else the cores that the load average leaves free (see
+  :func:`_compiled_threads`); queries are handed out in small blocks.
+* numpy (CPU without numba, and NDCG): queries in chunks whose size follows a memory budget
+  (``memory_budget_bytes``), everything inside a chunk vectorized: popcounts of XOR / AND of packed
+  words, numpy's stable argsort (an O(N) radix sort for small integers), cumulative sums, one
+  matrix-vector product. Opt-in thread pool (``CRCGS_MAP_THREADS`` = N > 1 or ``auto``:
+  ``torch.get_num_threads()``): N threads rank the next chunks while the current one is reduced, in
+  order, so the figures do not depend on the thread count. Its sums run in another float order than the
+  loops (BLAS, torch reductions): equal to the compiled route to ~1e-16.
+* dense (accelerators): the same chunks with torch matrix products and ``torch.sort(stable=True)``.
 """
 
 from __future__ import annotations
@@ -489,15 +496,24 @@ def _use_compiled(prepared: _Prepared) -> bool:
 
 
 def _compiled_threads() -> int:
-    """Threads of the compiled route: ``CRCGS_MAP_THREADS`` (``auto``: all of numba's threads) when set,
-    else ``numba.get_num_threads()`` (so ``numba.set_num_threads`` and ``NUMBA_NUM_THREADS`` apply; by
-    default every core). At most numba's ``NUMBA_NUM_THREADS``."""
+    """Threads of the compiled route, at most numba's ``NUMBA_NUM_THREADS``.
+
+    ``CRCGS_MAP_THREADS=N`` (``auto``: all of numba's threads) when set; else ``numba.set_num_threads(n)``
+    when it lowered numba's default; else every core that looks free: ``cores - (1-minute load - 1)``
+    (the caller's own thread counts in the load), at least 1. On a shared 2-core machine (load ~8) two
+    threads were up to 1.5x slower than one; on free cores the work splits evenly.
+    """
     import numba
 
+    most = numba.config.NUMBA_NUM_THREADS
     setting = _threads_setting()
-    if setting is None:
+    if setting is not None:
+        return min(setting or most, most)
+    if numba.get_num_threads() < most:
         return numba.get_num_threads()
-    return min(setting or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    free = cores - max(0.0, os.getloadavg()[0] - 1.0)
+    return max(1, min(most, int(free)))
 
 
 def _compiled_means(
@@ -590,7 +606,8 @@ def mean_average_precision(
         num_bits (`int`, *optional*): code length K when codes are packed uint8 (without it, packed
             codes are unpacked to 8 * width bits, which gives the same Hamming distances).
         chunk_size (`int`, *optional*): queries per chunk; by default from ``memory_budget_bytes``.
-        memory_budget_bytes (`int`): working memory of one chunk, about 56 bytes per (query, item) pair.
+        memory_budget_bytes (`int`): working memory of one chunk, about 56 bytes per (query, item) pair
+            (compiled route: 4, the cosine distances; its Hamming pass needs no chunks).
 
     Returns:
         `float`: mAP@k (mAP@all when ``top_k`` is None).

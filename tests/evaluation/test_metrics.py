@@ -408,20 +408,26 @@ def test_compiled_cosine_ranks_like_a_stable_sort():
         assert precision[q].tolist() == [int(relevant[:k].sum()) / k for k in ks]
 
 
-def test_compiled_thread_count_follows_numba_and_the_setting(monkeypatch):
+def test_compiled_thread_count_follows_numba_the_setting_and_the_load(monkeypatch):
     import numba
 
     qc, dc, ql, dl = tie_heavy()
+    most = numba.config.NUMBA_NUM_THREADS
     monkeypatch.delenv("CRCGS_MAP_THREADS", raising=False)
+    monkeypatch.setattr(M.os, "sched_getaffinity", lambda pid: set(range(most)))
+    monkeypatch.setattr(M.os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # only the caller runs
+    assert M._compiled_threads() == most
+    monkeypatch.setattr(M.os, "getloadavg", lambda: (most + 3.0, 1.0, 1.0))  # every core busy
+    assert M._compiled_threads() == 1
     previous = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        assert M._compiled_threads() == 1  # numba.set_num_threads is respected
+        monkeypatch.setattr(M.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+        assert M._compiled_threads() == 1  # a lowered numba.set_num_threads is respected
         M.mean_average_precision(qc, dc, ql, dl)
         assert numba.get_num_threads() == 1  # and restored after a call
     finally:
         numba.set_num_threads(previous)
-    most = numba.config.NUMBA_NUM_THREADS
     for setting, expected in (("1", 1), ("auto", most), (str(most + 5), most)):
         monkeypatch.setenv("CRCGS_MAP_THREADS", setting)
         assert M._compiled_threads() == expected
