@@ -473,7 +473,7 @@ def _mean_curve(axis_name: str, axis: list[int], sums: torch.Tensor, num_queries
 # ----------------------------------------------------------------------------------------------------------
 # The compiled route (numba, optional)
 
-# numba's default threading layer (workqueue) aborts the process on concurrent parallel launches.
+# The kernels' threading layer (workqueue, see _metrics_numba) aborts the process on concurrent launches.
 _COMPILED_LOCK = threading.Lock()
 # Compiled cosine route: a chunk holds only its float32 distances (the kernels' scratch is per thread).
 _COMPILED_BYTES_PER_PAIR = 4
@@ -556,7 +556,7 @@ def _compiled_means(
             parts = []
             for start in range(0, num_queries, size):
                 stop = min(start + size, num_queries)
-                distances = _cosine_distances(prepared, start, stop).numpy()
+                distances = np.ascontiguousarray(_cosine_distances(prepared, start, stop).numpy())
                 block = max(1, min(16, (stop - start) // (8 * threads)))
                 parts.append(
                     kernels.cosine_rows(
