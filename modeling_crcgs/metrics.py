@@ -512,8 +512,11 @@ def _compiled_threads() -> int:
     if numba.get_num_threads() < most:
         return numba.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    free = cores - max(0.0, os.getloadavg()[0] - 1.0)
-    return max(1, min(most, int(free)))
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average (Windows): take the cores as free
+        load = 0.0
+    return max(1, min(most, int(cores - max(0.0, load - 1.0))))
 
 
 def _compiled_means(
