@@ -85,6 +85,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     with accelerator.main_process_first():
         query_split = load_split(data_args, "query")
         database_split = load_split(data_args, "database")
+        train_split = load_split(data_args, "train")  # for the linear CCA baseline
 
     # 4. model, and its processor when it has backbone towers (raw images/texts)
     model, processor = load_model_and_processor(args.model_dir, accelerator.device)
@@ -106,6 +107,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         batch_size=args.batch_size,
         accelerator=accelerator,
         processor=processor,
+        train_split=train_split,
     )
 
     # 6. report

@@ -105,6 +105,16 @@ def markdown_table(rows: list[tuple[str, list[dict[int, dict[str, Any]]]]]) -> s
     return "\n".join(lines)
 
 
+def _finished_row(row_dir: Path, model_config: dict[str, Any]) -> Optional[dict[int, dict[str, Any]]]:
+    """The results of a row that a previous invocation finished with the same objective, else None."""
+    summary_file, args_file = row_dir / "run_summary.json", row_dir / "training_args.json"
+    if not summary_file.is_file() or not args_file.is_file():
+        return None
+    if json.loads(args_file.read_text())["model_config"] != model_config:
+        return None
+    return {int(b): r for b, r in json.loads(summary_file.read_text())["results"].items()}
+
+
 def _split_own_flags(argv: list[str]) -> tuple[list[int], bool, list[str]]:
     """Take ``--ablation_seeds S...`` and ``--leave_one_out`` out of ``argv``; the rest goes to train.py."""
     import argparse
@@ -127,7 +137,7 @@ def main(argv: Optional[list[str]] = None) -> str:
     runs: dict[str, list[dict[int, dict[str, Any]]]] = {name: [] for name, _ in objectives}
     runs["untrained model"] = []
     for seed in seeds:
-        seed_root = root / f"seed{seed}" if len(seeds) > 1 else root
+        seed_root = root / f"seed{seed}"
         base = [*argv, "--seed", str(seed)]
         # 1. Teachers once per seed.
         teachers_dir = seed_root / "teachers"
@@ -137,11 +147,16 @@ def main(argv: Optional[list[str]] = None) -> str:
             )
         # 2. One student + hash head(s) per row.
         for i, (name, model_config) in enumerate(objectives):
+            row_dir = seed_root / f"row{i}"
+            finished = _finished_row(row_dir, model_config)
+            if finished is not None:  # a rerun (e.g. to join seeds run in parallel) reuses finished rows
+                runs[name].append(finished)
+                continue
             summary = train_main(
                 [
                     *base,
                     "--output_dir",
-                    str(seed_root / f"row{i}"),
+                    str(row_dir),
                     "--stages",
                     "student",
                     "hash",

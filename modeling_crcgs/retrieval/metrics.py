@@ -13,28 +13,38 @@ Distances: ``"hamming"`` for binary codes, d_H(a, b) = (K - a.b) / 2 on sign cod
 {-1,+1}, {0,1} or packed ``uint8`` bits, see :func:`modeling_crcgs.hashing.to_signed_codes`);
 ``"cosine"`` for real-valued embeddings, d = 1 - cos(a, b) (ranking by descending cosine similarity).
 
-Every function runs on the device of ``query_codes`` (the other inputs are moved there). Queries are
-processed in chunks whose size follows a memory budget (``memory_budget_bytes``), and everything inside a
-chunk is vectorized: distances, label overlaps, one stable row-wise argsort, cumulative sums, one
-matrix-vector product. On accelerators this is torch (matrix products, ``torch.sort(stable=True)``). On
-CPU, Hamming distances and label overlaps are popcounts of XOR / AND of packed 64-bit words and the
-stable argsort is numpy's (an O(N) radix sort for small integers), several times faster there than
-float products and torch's merge sort. Opt-in thread pool: with the environment variable
-``CRCGS_MAP_THREADS`` set to N > 1 (or ``auto``: ``torch.get_num_threads()``), N threads rank the next query
-chunks while the current one is reduced; chunks are reduced in order, so every figure is bit-identical for
-any thread count. Off by default: on 2 cores it is ~1.3-1.4x faster when both are free, about even when
-one busy process shares them, and up to ~1.5x slower when several do (benchmarks/bench_map.py). Both
-paths give the same, unique, stable order and the same integers (tests check both).
+Every function runs on the device of ``query_codes`` (the other inputs are moved there). Three routes, all
+with the same, unique, stable order and the same integers (tests check each against loop references):
+
+* compiled (CPU, with numba: ``pip install crcgs[fast]``; :mod:`modeling_crcgs.retrieval._metrics_numba`) for
+  mAP@all / mAP@k, P@k / R@k and the Hamming-ball curves: one counting pass per query over packed 64-bit
+  words (XOR + popcount distances, label AND, a counting sort over the K + 1 distances), no distance
+  matrix; cosine distances come from the same float32 product as below and are ranked by a stable radix
+  sort. Its floats are the operations of the plain loop references in the same order: bit-identical to
+  them, for any thread count. Threads: ``CRCGS_MAP_THREADS=N|auto`` when set, else a lowered
+  ``numba.set_num_threads``, else the cores that the load average leaves free (see
+  :func:`_compiled_threads`); queries are handed out in small blocks.
+* numpy (CPU without numba, and NDCG): queries in chunks whose size follows a memory budget
+  (``memory_budget_bytes``), everything inside a chunk vectorized: popcounts of XOR / AND of packed
+  words, numpy's stable argsort (an O(N) radix sort for small integers), cumulative sums, one
+  matrix-vector product. Opt-in thread pool (``CRCGS_MAP_THREADS`` = N > 1 or ``auto``:
+  ``torch.get_num_threads()``): N threads rank the next chunks while the current one is reduced, in
+  order, so the figures do not depend on the thread count. Its sums run in another float order than the
+  loops (BLAS, torch reductions): equal to the compiled route to ~1e-16.
+* dense (accelerators): the same chunks with torch matrix products and ``torch.sort(stable=True)``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Optional, Union
 
 import numpy as np
@@ -314,15 +324,27 @@ class _Ranked:
         return self.hits[:, -1]
 
 
-def _pool_threads() -> int:
-    """Threads of the bit path: ``CRCGS_MAP_THREADS`` (a positive integer or ``auto`` for
-    ``torch.get_num_threads()``); unset: 1, no thread pool."""
-    value = os.environ.get("CRCGS_MAP_THREADS", "1").strip()
+def _threads_setting() -> Optional[int]:
+    """``CRCGS_MAP_THREADS``: a positive integer, ``auto`` (0 here: every thread the backend has) or unset
+    (None)."""
+    value = os.environ.get("CRCGS_MAP_THREADS")
+    if value is None:
+        return None
+    value = value.strip()
     if value == "auto":
-        return torch.get_num_threads()
+        return 0
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"CRCGS_MAP_THREADS must be a positive integer or 'auto', got {value!r}")
     return int(value)
+
+
+def _pool_threads() -> int:
+    """Threads of the numpy bit path: ``CRCGS_MAP_THREADS`` (``auto``: ``torch.get_num_threads()``); unset:
+    1, no thread pool."""
+    setting = _threads_setting()
+    if setting is None:
+        return 1
+    return setting or torch.get_num_threads()
 
 
 def _ranked_chunks(
@@ -449,6 +471,112 @@ def _mean_curve(axis_name: str, axis: list[int], sums: torch.Tensor, num_queries
 
 
 # ----------------------------------------------------------------------------------------------------------
+# The compiled route (numba, optional)
+
+# The kernels' threading layer (workqueue, see _metrics_numba) aborts the process on concurrent launches.
+_COMPILED_LOCK = threading.Lock()
+# Compiled cosine route: a chunk holds only its float32 distances (the kernels' scratch is per thread).
+_COMPILED_BYTES_PER_PAIR = 4
+
+
+@functools.cache
+def _compiled_kernels() -> Optional[ModuleType]:
+    """The numba kernels (:mod:`modeling_crcgs.retrieval._metrics_numba`), or None when numba is not installed
+    (``pip install crcgs[fast]``): the numpy / torch route then runs."""
+    try:
+        from . import _metrics_numba
+    except ImportError:
+        return None
+    return _metrics_numba
+
+
+def _use_compiled(prepared: _Prepared) -> bool:
+    """The compiled route serves the CPU (bit path) when numba is there."""
+    return prepared.bit_ops and _compiled_kernels() is not None
+
+
+def _compiled_threads() -> int:
+    """Threads of the compiled route, at most numba's ``NUMBA_NUM_THREADS``.
+
+    ``CRCGS_MAP_THREADS=N`` (``auto``: all of numba's threads) when set; else ``numba.set_num_threads(n)``
+    when it lowered numba's default; else every core that looks free: ``cores - (1-minute load - 1)``
+    (the caller's own thread counts in the load), at least 1. On a shared 2-core machine (load ~8) two
+    threads were up to 1.5x slower than one; on free cores the work splits evenly.
+    """
+    import numba
+
+    most = numba.config.NUMBA_NUM_THREADS
+    setting = _threads_setting()
+    if setting is not None:
+        return min(setting or most, most)
+    if numba.get_num_threads() < most:
+        return numba.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average (Windows): take the cores as free
+        load = 0.0
+    return max(1, min(most, int(cores - max(0.0, load - 1.0))))
+
+
+def _compiled_means(
+    prepared: _Prepared,
+    ap_ks: Sequence[int],
+    ks: Sequence[int],
+    chunk_size: Optional[int],
+    memory_budget_bytes: int,
+) -> dict[str, list[float]]:
+    """Means over queries of AP_k (k in ``ap_ks``), P@k and R@k (k in ``ks``) and, for Hamming, the ball
+    precision / recall at r = 0..K: ``{"ap", "precision", "recall"[, "ball_precision", "ball_recall"]}``.
+
+    Hamming: one compiled pass over all queries (packed words, no distance matrix). Cosine: the float32
+    distances of a chunk of queries (the same torch product as the numpy route), ranked by the compiled
+    radix sort. Per-query values are summed over queries in query order (thread count has no effect).
+    """
+    kernels = _compiled_kernels()
+    ap_ks = np.asarray(ap_ks, dtype=np.int64)
+    ks = np.asarray(ks, dtype=np.int64)
+    num_queries, num_database = prepared.num_queries, prepared.num_database
+    size = _chunk_size(
+        num_database, memory_budget_bytes * _BYTES_PER_PAIR // _COMPILED_BYTES_PER_PAIR, chunk_size
+    )
+    threads = _compiled_threads()
+    with _COMPILED_LOCK, kernels.threads(threads):
+        if prepared.distance == "hamming":
+            block = max(1, min(16, num_queries // (8 * threads)))
+            rows = kernels.hamming_rows(
+                prepared.query_words,
+                prepared.database_words_t,
+                prepared.query_label_words,
+                prepared.database_label_words_t,
+                prepared.num_bits,
+                ap_ks,
+                ks,
+                block,
+            )
+            names = ("ap", "precision", "recall", "ball_precision", "ball_recall")
+        else:
+            parts = []
+            for start in range(0, num_queries, size):
+                stop = min(start + size, num_queries)
+                distances = np.ascontiguousarray(_cosine_distances(prepared, start, stop).numpy())
+                block = max(1, min(16, (stop - start) // (8 * threads)))
+                parts.append(
+                    kernels.cosine_rows(
+                        distances,
+                        prepared.query_label_words[start:stop],
+                        prepared.database_label_words_t,
+                        ap_ks,
+                        ks,
+                        block,
+                    )
+                )
+            rows = tuple(np.concatenate(part) for part in zip(*parts, strict=True))
+            names = ("ap", "precision", "recall")
+    return {name: kernels.sequential_means(values).tolist() for name, values in zip(names, rows, strict=True)}
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Public metrics
 
 
@@ -481,7 +609,8 @@ def mean_average_precision(
         num_bits (`int`, *optional*): code length K when codes are packed uint8 (without it, packed
             codes are unpacked to 8 * width bits, which gives the same Hamming distances).
         chunk_size (`int`, *optional*): queries per chunk; by default from ``memory_budget_bytes``.
-        memory_budget_bytes (`int`): working memory of one chunk, about 56 bytes per (query, item) pair.
+        memory_budget_bytes (`int`): working memory of one chunk, about 56 bytes per (query, item) pair
+            (compiled route: 4, the cosine distances; its Hamming pass needs no chunks).
 
     Returns:
         `float`: mAP@k (mAP@all when ``top_k`` is None).
@@ -495,6 +624,8 @@ def mean_average_precision(
     """
     prepared = _prepare(query_codes, database_codes, query_labels, database_labels, distance, num_bits)
     k = prepared.num_database if top_k is None else _check_k(top_k, prepared.num_database, "top_k")
+    if _use_compiled(prepared):
+        return _compiled_means(prepared, [k], [], chunk_size, memory_budget_bytes)["ap"][0]
     sums = _summed(
         prepared, chunk_size, memory_budget_bytes, {"ap": lambda r: _average_precision_sums(r, [k])}
     )
@@ -527,6 +658,9 @@ def precision_recall_at_k(
     """
     prepared = _prepare(query_codes, database_codes, query_labels, database_labels, distance, num_bits)
     ks = _k_list(k_values, prepared.num_database)
+    if _use_compiled(prepared):
+        means = _compiled_means(prepared, [], ks, chunk_size, memory_budget_bytes)
+        return {"k": ks, "precision": means["precision"], "recall": means["recall"]}
     sums = _summed(prepared, chunk_size, memory_budget_bytes, {"pr": lambda r: _precision_recall_sums(r, ks)})
     return _mean_curve("k", ks, sums["pr"], prepared.num_queries)
 
@@ -560,6 +694,13 @@ def pr_curve_hamming(
     """
     prepared = _prepare(query_codes, database_codes, query_labels, database_labels, "hamming", num_bits)
     k = prepared.num_bits
+    if _use_compiled(prepared):
+        means = _compiled_means(prepared, [], [], chunk_size, memory_budget_bytes)
+        return {
+            "radius": list(range(k + 1)),
+            "precision": means["ball_precision"],
+            "recall": means["ball_recall"],
+        }
     sums = _summed(prepared, chunk_size, memory_budget_bytes, {"pr": lambda r: _radius_sums(r, k)})
     return _mean_curve("radius", list(range(k + 1)), sums["pr"], prepared.num_queries)
 
@@ -652,6 +793,20 @@ def retrieval_metrics(
     k = n if top_k is None else _check_k(top_k, n, "top_k")
     ks = _k_list(k_values, n)
     hamming = distance == "hamming"
+    if _use_compiled(prepared):
+        means = _compiled_means(prepared, [n, k], ks, chunk_size, memory_budget_bytes)
+        result = {
+            "map_all": means["ap"][0],
+            "map_at_k": means["ap"][1],
+            "k": k,
+            "precision_at_k": {"k": ks, "precision": means["precision"], "recall": means["recall"]},
+        }
+        if hamming:
+            curve = {"radius": list(range(prepared.num_bits + 1))}
+            curve.update(precision=means["ball_precision"], recall=means["ball_recall"])
+            result["pr_curve"] = curve
+            result["precision_at_radius_2"] = curve["precision"][min(2, prepared.num_bits)]
+        return result
     reductions = {
         "ap": lambda r: _average_precision_sums(r, [n, k]),
         "at_k": lambda r: _precision_recall_sums(r, ks),

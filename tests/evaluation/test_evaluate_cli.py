@@ -58,6 +58,8 @@ def test_cli_writes_documented_json(model_dir, tmp_path):
     written = json.loads((out / "eval_results.json").read_text())
     assert written["dataset"] == "synthetic" and written["hash_bits"] == 16
     assert (written["num_query"], written["num_database"]) == (30, 130)
+    assert written["protocol"] == {"name": "hashing", "query_database_overlap": 0}
+    assert written["baselines"]["cca"]["hamming"]["i2t"]["k"] == 12  # fitted on the 60 training items
     for space in ("hamming", "continuous"):
         for direction in ("i2t", "t2i"):
             entry = written[space][direction]

@@ -118,15 +118,20 @@ def exact_cosine_rows(rng, n, dim=6):
     return out
 
 
-BOTH_PATHS = pytest.mark.parametrize("bit_ops", [True, False], ids=["bit-path", "dense-path"])
+ALL_PATHS = pytest.mark.parametrize("path", ["compiled", "bit-path", "dense-path"])
 
 
-def with_path(monkeypatch, bit_ops):
-    """Force the bit (popcount) or the dense (matmul + torch.sort) path on CPU."""
+def with_path(monkeypatch, path):
+    """Force a route on CPU: the compiled (numba) kernels, the numpy bit (popcount) path without numba, or
+    the dense (matmul + torch.sort) path of accelerators."""
+    if path == "compiled":
+        assert M._compiled_kernels() is not None, "numba is missing: pip install -e '.[dev]'"
+        return
+    monkeypatch.setattr(M, "_compiled_kernels", lambda: None)
     original = M._prepare
 
     def forced(*args, **kwargs):
-        kwargs["bit_ops"] = bit_ops
+        kwargs["bit_ops"] = path == "bit-path"
         return original(*args, **kwargs)
 
     monkeypatch.setattr(M, "_prepare", forced)
@@ -136,10 +141,10 @@ def with_path(monkeypatch, bit_ops):
 # mAP
 
 
-@BOTH_PATHS
+@ALL_PATHS
 @pytest.mark.parametrize("chunk_size", [None, 1, 7])
-def test_map_matches_loop_reference_with_ties(monkeypatch, bit_ops, chunk_size):
-    with_path(monkeypatch, bit_ops)
+def test_map_matches_loop_reference_with_ties(monkeypatch, path, chunk_size):
+    with_path(monkeypatch, path)
     qc, dc, ql, dl = tie_heavy()
     for top_k in (None, len(qc), 1, 50):
         got = M.mean_average_precision(qc, dc, ql, dl, top_k=top_k, chunk_size=chunk_size)
@@ -196,10 +201,10 @@ def test_wide_codes_and_many_labels_use_several_words():
     assert M.ndcg_at_k(qc, dc, ql, dl, top_k=10) == pytest.approx(ref_ndcg(qc, dc, ql, dl, 10), abs=1e-12)
 
 
-@BOTH_PATHS
-def test_cosine_with_exact_ties(monkeypatch, bit_ops):
+@ALL_PATHS
+def test_cosine_with_exact_ties(monkeypatch, path):
     # Many exact cosine ties, decided by the database index.
-    with_path(monkeypatch, bit_ops)
+    with_path(monkeypatch, path)
     rng = np.random.default_rng(7)
     qc, dc = exact_cosine_rows(rng, 15), exact_cosine_rows(rng, 90)
     _, _, ql, dl = tie_heavy(num_query=15, num_database=90, seed=7)
@@ -231,9 +236,9 @@ def test_benchmark_baselines_agree_with_library():
 # Curves, P@H<=2, NDCG, one-pass report
 
 
-@BOTH_PATHS
-def test_precision_recall_at_k(monkeypatch, bit_ops):
-    with_path(monkeypatch, bit_ops)
+@ALL_PATHS
+def test_precision_recall_at_k(monkeypatch, path):
+    with_path(monkeypatch, path)
     qc, dc, ql, dl = tie_heavy()
     ks = [1, 5, 23, 100, 157]
     got = M.precision_recall_at_k(qc, dc, ql, dl, k_values=ks, chunk_size=5)
@@ -243,9 +248,9 @@ def test_precision_recall_at_k(monkeypatch, bit_ops):
     assert got["recall"] == pytest.approx(recall, abs=1e-12)
 
 
-@BOTH_PATHS
-def test_pr_curve_and_precision_at_radius(monkeypatch, bit_ops):
-    with_path(monkeypatch, bit_ops)
+@ALL_PATHS
+def test_pr_curve_and_precision_at_radius(monkeypatch, path):
+    with_path(monkeypatch, path)
     qc, dc, ql, dl = tie_heavy()
     got = M.pr_curve_hamming(qc, dc, ql, dl, chunk_size=4)
     precision, recall = ref_pr_curve(qc, dc, ql, dl)
@@ -256,9 +261,9 @@ def test_pr_curve_and_precision_at_radius(monkeypatch, bit_ops):
     assert M.precision_at_hamming_radius(qc, dc, ql, dl, radius=0) == pytest.approx(precision[0], abs=1e-12)
 
 
-@BOTH_PATHS
-def test_ndcg_graded_relevance(monkeypatch, bit_ops):
-    with_path(monkeypatch, bit_ops)
+@ALL_PATHS
+def test_ndcg_graded_relevance(monkeypatch, path):
+    with_path(monkeypatch, path)
     qc, dc, ql, dl = tie_heavy()
     ql[5:] = np.random.default_rng(4).random(ql[5:].shape) < 0.6  # several shared labels: graded gains
     for top_k in (None, 10, len(qc)):
@@ -288,8 +293,11 @@ def test_retrieval_metrics_one_pass_matches_separate_functions():
     assert M.default_k_values(157)[0] == 1 and M.default_k_values(157)[-1] == 157
 
 
+@pytest.mark.parametrize("path", ["compiled", "bit-path"])
 @pytest.mark.parametrize("threads", ["2", "3", "auto"])
-def test_chunk_thread_pool_gives_bit_identical_results(monkeypatch, threads):
+def test_thread_count_gives_bit_identical_results(monkeypatch, path, threads):
+    # compiled: numba threads over blocks of queries; bit-path: the chunk thread pool
+    with_path(monkeypatch, path)
     qc, dc, ql, dl = tie_heavy(num_query=41, num_database=157, seed=3)
     ks = [1, 10, 157]
     monkeypatch.setenv("CRCGS_MAP_THREADS", "1")
@@ -307,6 +315,137 @@ def test_chunk_thread_pool_setting_is_validated(monkeypatch, value):
     qc, dc, ql, dl = tie_heavy()
     with pytest.raises(ValueError, match="CRCGS_MAP_THREADS"):
         M.mean_average_precision(qc, dc, ql, dl)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The compiled route: bit-identical to the loop references (same float operations in the same order)
+
+
+def varied_problem(num_bits, num_labels, single_label, seed, num_query=7, num_database=70):
+    """Ties (duplicated codes, a query equal to an item), an unlabelled query (R = 0) and unlabelled
+    database rows (never relevant)."""
+    rng = np.random.default_rng(seed)
+    qc = rng.choice([-1, 1], size=(num_query, num_bits)).astype(np.int8)
+    dc = rng.choice([-1, 1], size=(num_database, num_bits)).astype(np.int8)
+    dc[40:60] = dc[:20]
+    qc[0] = dc[5]
+    if single_label:
+        ql = np.eye(num_labels, dtype=np.int8)[rng.integers(0, num_labels, size=num_query)]
+        dl = np.eye(num_labels, dtype=np.int8)[rng.integers(0, num_labels, size=num_database)]
+    else:
+        ql = (rng.random((num_query, num_labels)) < 4 / num_labels).astype(np.int8)
+        dl = (rng.random((num_database, num_labels)) < 4 / num_labels).astype(np.int8)
+    ql[1] = 0
+    dl[::7] = 0
+    return qc, dc, ql, dl
+
+
+@pytest.mark.parametrize("num_bits", [8, 16, 17, 32, 63, 64, 100, 128])
+@pytest.mark.parametrize("labels", ["single-5", "multi-5", "multi-64", "multi-70"])
+def test_compiled_hamming_is_bit_identical_to_loops(num_bits, labels):
+    kind, num_labels = labels.split("-")
+    qc, dc, ql, dl = varied_problem(num_bits, int(num_labels), kind == "single", seed=num_bits)
+    n = len(dc)
+    assert M._compiled_kernels() is not None
+    for top_k in (None, 1, 10, n):
+        assert M.mean_average_precision(qc, dc, ql, dl, top_k=top_k) == ref_map(qc, dc, ql, dl, top_k)
+    ks = [1, 5, 10, n]
+    report = M.retrieval_metrics(qc, dc, ql, dl, top_k=10, k_values=ks)
+    precision, recall = ref_precision_recall_at_k(qc, dc, ql, dl, ks)
+    assert report["precision_at_k"] == {"k": ks, "precision": precision, "recall": recall}
+    ball_precision, ball_recall = ref_pr_curve(qc, dc, ql, dl)
+    assert report["pr_curve"] == {
+        "radius": list(range(num_bits + 1)),
+        "precision": ball_precision,
+        "recall": ball_recall,
+    }
+    assert M.pr_curve_hamming(qc, dc, ql, dl) == report["pr_curve"]
+    assert M.precision_recall_at_k(qc, dc, ql, dl, k_values=ks) == report["precision_at_k"]
+    assert (report["map_all"], report["map_at_k"]) == (ref_map(qc, dc, ql, dl), ref_map(qc, dc, ql, dl, 10))
+
+
+def test_compiled_route_agrees_with_numpy_route(monkeypatch):
+    # Same rankings and counts; the numpy route sums with BLAS / torch reductions (another float order).
+    qc, dc, ql, dl = random_problem(40, 900, 16, 10, seed=4)
+    compiled = M.retrieval_metrics(qc, dc, ql, dl, top_k=50, k_values=[1, 50, 900])
+    monkeypatch.setattr(M, "_compiled_kernels", lambda: None)
+    numpy_route = M.retrieval_metrics(qc, dc, ql, dl, top_k=50, k_values=[1, 50, 900], chunk_size=7)
+    for key in ("map_all", "map_at_k", "precision_at_radius_2"):
+        assert compiled[key] == pytest.approx(numpy_route[key], abs=1e-14)
+    for curve in ("precision_at_k", "pr_curve"):
+        for key in ("precision", "recall"):
+            assert compiled[curve][key] == pytest.approx(numpy_route[curve][key], abs=1e-14)
+
+
+def test_compiled_cosine_ranks_like_a_stable_sort():
+    # float32 distances with exact ties, negative values, -0.0 next to 0.0 and tiny magnitudes
+    kernels = M._compiled_kernels()
+    rng = np.random.default_rng(11)
+    values = np.array([-1.5, -1e-30, -0.0, 0.0, 1e-30, 0.25, np.nextafter(0.25, 1), 1.0, 2.0], np.float32)
+    distances = rng.choice(values, size=(6, 300)).astype(np.float32)
+    distances[3] = rng.normal(size=300).astype(np.float32)
+    distances[4] = 0.5  # a single key: every radix pass is skipped
+    ql = (rng.random((6, 70)) < 0.1).astype(bool)
+    dl = (rng.random((300, 70)) < 0.1).astype(bool)
+    ap_ks, ks = np.array([300, 17]), np.array([1, 17, 300])
+    ap, precision, _ = kernels.cosine_rows(
+        distances,
+        M._pack_words(torch.from_numpy(ql)),
+        np.ascontiguousarray(M._pack_words(torch.from_numpy(dl)).T),
+        ap_ks,
+        ks,
+        2,
+    )
+    for q in range(6):
+        relevant = (ql[q] & dl).any(axis=1)[np.argsort(distances[q], kind="stable")]
+        for a, k in enumerate(ap_ks):
+            hits, total = 0, 0.0
+            for n in range(1, k + 1):
+                if relevant[n - 1]:
+                    hits += 1
+                    total += hits / n
+            assert ap[q, a] == (total / hits if hits else 0.0)
+        assert precision[q].tolist() == [int(relevant[:k].sum()) / k for k in ks]
+
+
+def test_compiled_thread_count_follows_numba_the_setting_and_the_load(monkeypatch):
+    import numba
+
+    qc, dc, ql, dl = tie_heavy()
+    most = numba.config.NUMBA_NUM_THREADS
+    monkeypatch.delenv("CRCGS_MAP_THREADS", raising=False)
+    monkeypatch.setattr(M.os, "sched_getaffinity", lambda pid: set(range(most)))
+    monkeypatch.setattr(M.os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # only the caller runs
+    assert M._compiled_threads() == most
+    monkeypatch.setattr(M.os, "getloadavg", lambda: (most + 3.0, 1.0, 1.0))  # every core busy
+    assert M._compiled_threads() == 1
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        monkeypatch.setattr(M.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+        assert M._compiled_threads() == 1  # a lowered numba.set_num_threads is respected
+        M.mean_average_precision(qc, dc, ql, dl)
+        assert numba.get_num_threads() == 1  # and restored after a call
+    finally:
+        numba.set_num_threads(previous)
+    for setting, expected in (("1", 1), ("auto", most), (str(most + 5), most)):
+        monkeypatch.setenv("CRCGS_MAP_THREADS", setting)
+        assert M._compiled_threads() == expected
+
+
+def test_kernels_compile_without_a_writable_cache(monkeypatch):
+    kernels = M._compiled_kernels()
+    real_njit, calls = kernels.numba.njit, []
+
+    def njit(*args, cache=False, **kwargs):
+        calls.append(cache)
+        if cache:
+            raise RuntimeError("cannot cache function: no locator available for file")
+        return real_njit(*args, **kwargs)
+
+    monkeypatch.setattr(kernels.numba, "njit", njit)
+    double = kernels._jit()(lambda x: 2 * x)
+    assert double(21) == 42 and calls == [True, False]
 
 
 def test_memory_budget_sets_chunk_size():

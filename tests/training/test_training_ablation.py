@@ -56,4 +56,6 @@ def test_ablation_command_writes_the_table(tmp_path):
     lines = [line for line in table.splitlines() if line.startswith("| ")]
     assert len(lines) == 1 + 7  # header + 6 objectives + untrained
     assert lines[-1].startswith("| untrained model |")
-    assert (tmp_path / "abl" / "teachers" / "stages" / "teachers" / "done.json").is_file()
+    assert (tmp_path / "abl" / "seed7" / "teachers" / "stages" / "teachers" / "done.json").is_file()
+    # A second invocation reuses every finished row: same table, no training.
+    assert main(["--config", str(config)]) == text
