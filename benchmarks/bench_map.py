@@ -279,7 +279,9 @@ print(imported - start, hamming - imported, cosine - hamming)
 
 def bench_first_call() -> None:
     """Import and first calls (50 x 50 items) in fresh processes: numba cold cache / warm cache / no numba."""
-    print("\n== first call in a fresh process (import modeling_crcgs.retrieval.metrics, then a 50 x 50 problem) ==")
+    print(
+        "\n== first call in a fresh process (import modeling_crcgs.retrieval.metrics, then a 50 x 50 problem) =="
+    )
     with tempfile.TemporaryDirectory() as cache_dir:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
         for name, numpy_only in (
