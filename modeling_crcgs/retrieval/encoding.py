@@ -27,6 +27,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -382,25 +383,20 @@ def _prepare_output_dir(
 
 
 def _shards_on_disk(
-    model: Any,
-    split: Any,
-    output_dir: Path,
-    modalities: Sequence[str],
-    shard_size: int,
-    id_column: Optional[str],
-    accelerator: Any,
+    prepare: Callable[[], Optional[str]], output_dir: Path, num_shards: int, accelerator: Any
 ) -> torch.Tensor:
     """Which shards are already on disk (bool per shard), as the main process sees them.
 
-    The main process checks or writes the manifest and lists the shards, then tells the others: all
-    processes must run the same gathers, and must all stop when the main one refuses the folder.
+    The main process runs ``prepare`` (check or write the manifest: an error message or None) and lists
+    the shards, then tells the others: all processes must run the same gathers, and must all stop when
+    the main one refuses the folder.
     """
     is_main = accelerator is None or accelerator.is_main_process
-    shard_names = [_shard_name(i) for i in range(-(-len(split) // shard_size))]
+    shard_names = [_shard_name(i) for i in range(num_shards)]
     error = None
     if is_main:
         try:
-            error = _prepare_output_dir(model, split, output_dir, modalities, shard_size, id_column)
+            error = prepare()
         except OSError as err:
             error = f"output_dir {str(output_dir)!r} cannot be prepared: {err}"
     status = torch.tensor(
@@ -454,7 +450,8 @@ def encode_dataset_to_shards(
     if num_rows == 0:
         raise ValueError("split is empty: nothing to encode")
     num_shards = -(-num_rows // shard_size)
-    done = _shards_on_disk(model, split, output_dir, modalities, shard_size, id_column, accelerator)
+    prepare = partial(_prepare_output_dir, model, split, output_dir, modalities, shard_size, id_column)
+    done = _shards_on_disk(prepare, output_dir, num_shards, accelerator)
     pending = [i for i in range(num_shards) if not done[i]]
     num_processes = 1 if accelerator is None else accelerator.num_processes
     # the bar counts the main process's share of each shard (ceil(rows / processes))
