@@ -5,6 +5,7 @@ Shared by the SIGKILL test and `benchmarks/bench_resume.py`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -69,7 +70,8 @@ def run_and_kill(
             try:
                 proc.wait(timeout=120)
             finally:
-                os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the session
+                with contextlib.suppress(ProcessLookupError):  # whatever is left of the session
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             if killed is None:
                 raise AssertionError(
