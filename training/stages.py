@@ -11,9 +11,10 @@ Every model call goes through `CRCGSForPreTraining.forward(stage=...)` of the pr
 model, so gradients are synchronised across processes. The `--*_batch_size` of a stage is the GLOBAL
 batch: each of N processes loads B/N rows (`training.data.per_process_batch_size`) and the training
 steps run inside `modeling_crcgs.losses.global_batch`, so the batch-level losses (likelihood, NCE,
-support set, discriminators, hash terms) see all B rows, as on one process. Each stage sets which parameters train before
-`accelerator.prepare`, after `accelerator.free_memory()` drops the previous stage's objects, so an
-Accelerate checkpoint holds exactly one stage's model and optimizers.
+support set, discriminators, hash terms) see all B rows, as on one process (the teachers' L1 is a
+per-row mean: DDP's gradient average over equal shards is already the global one). Each stage sets
+which parameters train before `accelerator.prepare`, after `accelerator.free_memory()` drops the
+previous stage's objects, so an Accelerate checkpoint holds exactly one stage's model and optimizers.
 """
 
 from __future__ import annotations
