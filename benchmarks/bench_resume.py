@@ -8,6 +8,7 @@ digits), whether each equals the baseline, and whether the final model weights a
 
     .venv/bin/python -m benchmarks.bench_resume
     .venv/bin/python -m benchmarks.bench_resume --student_epochs 4 --kills student:0 student:3 hash-8:1
+    .venv/bin/python -m benchmarks.bench_resume --num_processes 2 --kills student:1 hash-8:1
 """
 
 from __future__ import annotations
@@ -35,13 +36,27 @@ def _run(root: Path, name: str, args: argparse.Namespace, kill: str | None) -> P
             student_epochs=args.student_epochs,
             hash_epochs=args.hash_epochs,
             checkpointing_steps=1,
+            **(
+                {"teacher_batch_size": 20, "student_batch_size": 20, "hash_batch_size": 20}
+                if args.num_processes > 1
+                else {}
+            ),
         ),
     )
     if kill is not None:
         unit, epoch = kill.split(":")
-        state = run_and_kill(config, out, unit, int(epoch), out.parent / "killed.log", resume=False)
+        state = run_and_kill(
+            config,
+            out,
+            unit,
+            int(epoch),
+            out.parent / "killed.log",
+            resume=False,
+            num_processes=args.num_processes,
+            kill_rank=1 if args.num_processes > 1 else None,
+        )
         print(f"{name}: killed; resuming from {state.unit} epoch {state.epoch}, batch {state.step_in_epoch}")
-    finished = run_to_end(config, resume=kill is not None)
+    finished = run_to_end(config, resume=kill is not None, num_processes=args.num_processes)
     if finished.returncode != 0:
         raise SystemExit(f"{name} failed:\n{finished.stderr[-3000:]}")
     return out
@@ -56,6 +71,13 @@ def main() -> None:
         nargs="+",
         default=["student:0", "student:1", "student:2", "hash-8:1"],
         help="unit:epoch of each killed run (killed after its first checkpoint inside that epoch)",
+    )
+    parser.add_argument(
+        "--num_processes",
+        type=int,
+        default=1,
+        help="processes of every run (gloo on CPU); with 2 or more, only rank 1 is SIGKILLed and the global "
+        "batches are 20 (2 x 10 rows)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="crcgs-bench-resume-") as tmp:

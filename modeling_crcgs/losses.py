@@ -9,10 +9,14 @@ L = number of labels, ``cosh(a, b) = cos(a, b) / 2``.
 
 from __future__ import annotations
 
+import contextvars
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -33,12 +37,82 @@ __all__ = [
     "reconstruction_loss",
     "CRCGSStudentLoss",
     "CRCGSHashLoss",
+    "global_batch",
+    "gather_batch",
 ]
 
 # Guards the norms of cosine similarities against zero vectors.
 COSINE_EPS = 1e-8
 # Lower bound on the argument of -log in the support-set loss (see `support_set_loss`).
 SUPPORT_SET_EPS = 1e-7
+
+
+_GLOBAL_BATCH = contextvars.ContextVar("crcgs_global_batch", default=False)
+
+
+@contextmanager
+def global_batch(enabled: bool = True) -> Iterator[None]:
+    """Inside this block the loss modules compute every term over the GLOBAL batch of all processes.
+
+    Each process holds B/N rows of a global batch of B; :func:`gather_batch` concatenates the rows of the
+    N processes (rank order) before the pairwise terms, so that N processes x B/N rows give the loss and
+    gradients of 1 process x B rows (the release trains with DataParallel: its batch-level losses see the
+    whole batch). Every process must run the same forward calls inside the block (``all_gather`` is a
+    collective); outside it, or without an initialised process group of size > 1, nothing is gathered.
+    """
+    token = _GLOBAL_BATCH.set(enabled)
+    try:
+        yield
+    finally:
+        _GLOBAL_BATCH.reset(token)
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) of the active global-batch gather; (0, 1) when nothing is gathered."""
+    if _GLOBAL_BATCH.get() and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _GatherRows(torch.autograd.Function):
+    """``all_gather`` of equally sized row blocks whose backward keeps the gradient of the local rows only,
+    times the world size N (open_clip ``gather_features``, local tensor in its slot).
+
+    Every process computes the same global loss L. DDP averages the parameter gradients over the N
+    processes, and process r's gradient reaches the parameters only through its own rows, so the average
+    is ``(1/N) dL/dtheta`` unless each local row gradient is scaled by N. The result equals the backward of
+    ``torch.distributed.nn.functional.all_gather`` (a reduce-scatter of N identical gradients) without its
+    communication.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+        sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(world)]
+        dist.all_gather(sizes, torch.tensor([tensor.shape[0]], device=tensor.device))
+        if len({int(s) for s in sizes}) != 1:
+            raise ValueError(
+                f"global-batch losses need the same batch size on every process, got {[int(s) for s in sizes]} "
+                "(keep Accelerate's even_batches=True)"
+            )
+        parts = [torch.empty_like(tensor) for _ in range(world)]
+        dist.all_gather(parts, tensor.contiguous())
+        ctx.rank, ctx.world, ctx.rows = rank, world, tensor.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        start = ctx.rank * ctx.rows
+        return grad[start : start + ctx.rows] * ctx.world, None, None
+
+
+def gather_batch(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The rows of every process, in rank order ((N B/N, ...) from (B/N, ...)), inside :func:`global_batch`;
+    ``tensor`` itself otherwise (one process, no process group, or outside the block). None stays None.
+    Gradients flow back to the local rows (see :class:`_GatherRows`)."""
+    rank, world = _world()
+    if tensor is None or world == 1:
+        return tensor
+    return _GatherRows.apply(tensor, rank, world)
 
 
 def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -456,7 +530,15 @@ class CRCGSStudentLoss(nn.Module):
                 :attr:`needs_teacher_features`.
             image_fake_logits, text_fake_logits: D_img(G_T2I(b)), D_txt(G_I2T(a)) (B, 2); needed when
                 ``adversarial_weight > 0``.
+
+        Inside :func:`global_batch` every input is first gathered over the processes (:func:`gather_batch`),
+        so every term is the global batch's, the same value on each process.
         """
+        outputs = {name: gather_batch(value) for name, value in outputs.items()}
+        labels, image_teacher, text_teacher, image_fake_logits, text_fake_logits = (
+            gather_batch(x)
+            for x in (labels, image_teacher, text_teacher, image_fake_logits, text_fake_logits)
+        )
         a, b = outputs["image_converted"], outputs["text_converted"]
         free = self.teacher_free_terms(outputs, labels)
         terms = {"base": free.pop("base")}
@@ -545,7 +627,12 @@ class CRCGSHashLoss(nn.Module):
         Args:
             hash_combined: H(c) (B, K), may be None when alpha = gamma = 0. combined_embeds: c (B, d).
             hash_image: H(u) (B, K). hash_text: H(v) (B, K). labels: multi-hot (B, L), may be None when beta = 0.
+
+        Inside :func:`global_batch` the inputs are gathered over the processes first (:func:`gather_batch`).
         """
+        hash_combined, combined_embeds, hash_image, hash_text, labels = (
+            gather_batch(x) for x in (hash_combined, combined_embeds, hash_image, hash_text, labels)
+        )
         terms: dict[str, torch.Tensor] = {}
         if self.needs_combined and hash_combined is None:
             raise ValueError("hash_combined is required when the similarity or quantization weight is > 0")

@@ -28,7 +28,7 @@ from .adapters import save_model_adapters
 from .backbones import BackboneEncoder, BackboneTower
 from .configuration_crcgs import CRCGSConfig
 from .hashing import sign_codes
-from .losses import CRCGSHashLoss, CRCGSStudentLoss, discriminator_loss, reconstruction_loss
+from .losses import CRCGSHashLoss, CRCGSStudentLoss, discriminator_loss, gather_batch, reconstruction_loss
 from .modeling_outputs import CRCGSModelOutput, CRCGSPreTrainingOutput
 from .networks import Discriminator, GenerationNetwork, HashHead, build_tower, evaluating, frozen_call
 from .normalization import FeatureNormalizer
@@ -602,10 +602,14 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
                 self.teacher_i2t.decoder(g),
                 self.teacher_i2t.decoder(outputs["image_converted"]),
             )
+        # Over the global batch inside `losses.global_batch` (the mean over every process's rows).
         image_term = discriminator_loss(
-            self.image_discriminator(real_image), self.image_discriminator(fake_image)
+            gather_batch(self.image_discriminator(real_image)),
+            gather_batch(self.image_discriminator(fake_image)),
         )
-        text_term = discriminator_loss(self.text_discriminator(real_text), self.text_discriminator(fake_text))
+        text_term = discriminator_loss(
+            gather_batch(self.text_discriminator(real_text)), gather_batch(self.text_discriminator(fake_text))
+        )
         loss = image_term + text_term
         return CRCGSPreTrainingOutput(
             loss=loss,

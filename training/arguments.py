@@ -51,6 +51,12 @@ def _check_betas(name: str, betas: list[float]) -> None:
         raise ValueError(f"--{name}: expected two Adam betas in [0, 1), got {betas!r}")
 
 
+_GLOBAL_BATCH_HELP = (
+    "GLOBAL, as the release's DataParallel batch: split evenly over the processes (a multiple of their "
+    "number), and the batch-level losses see all of it."
+)
+
+
 @dataclass
 class DataArguments:
     """Which data to train on."""
@@ -166,7 +172,10 @@ class CRCGSTrainingArguments:
     )
     # Stage 1: teachers (the release ships no teacher training; L1 reconstruction + Adam, METHOD.md).
     teacher_epochs: int = field(default=20, metadata={"help": "Teacher epochs."})
-    teacher_batch_size: int = field(default=80, metadata={"help": "Teacher batch size per device."})
+    teacher_batch_size: int = field(
+        default=80,
+        metadata={"help": f"Teacher batch size. {_GLOBAL_BATCH_HELP}"},
+    )
     teacher_learning_rate: float = field(default=1e-4, metadata={"help": "Teacher Adam learning rate."})
     teacher_adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     teacher_lr_patience: int = field(
@@ -174,7 +183,10 @@ class CRCGSTrainingArguments:
     )
     # Stage 2: student (METHOD.md "Student losses").
     student_epochs: int = field(default=20, metadata={"help": "Student epochs (release: MIRFLICKR 20)."})
-    student_batch_size: int = field(default=80, metadata={"help": "Student batch size per device."})
+    student_batch_size: int = field(
+        default=80,
+        metadata={"help": f"Student batch size. {_GLOBAL_BATCH_HELP}"},
+    )
     student_learning_rate: float = field(default=1e-4, metadata={"help": "Student Adam learning rate."})
     student_adam_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     discriminator_learning_rate: float = field(default=1e-4, metadata={"help": "Discriminator Adam lr."})
@@ -192,7 +204,10 @@ class CRCGSTrainingArguments:
     )
     # Stage 3: hash heads (METHOD.md "Hash-head losses").
     hash_epochs: int = field(default=30, metadata={"help": "Hash-head epochs (release: MIRFLICKR 30)."})
-    hash_batch_size: int = field(default=100, metadata={"help": "Hash-head batch size per device."})
+    hash_batch_size: int = field(
+        default=100,
+        metadata={"help": f"Hash-head batch size. {_GLOBAL_BATCH_HELP}"},
+    )
     hash_learning_rate: float = field(default=1e-4, metadata={"help": "Hash-head Adam learning rate."})
     hash_adam_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     cache_student_embeddings: bool = field(
@@ -215,7 +230,9 @@ class CRCGSTrainingArguments:
     resume_from_checkpoint: Optional[str] = field(
         default=None, metadata={"help": "'latest' (in output_dir/checkpoints) or a checkpoint folder."}
     )
-    eval_batch_size: int = field(default=256, metadata={"help": "Batch size for encoding at evaluation."})
+    eval_batch_size: int = field(
+        default=256, metadata={"help": "Batch size per process for encoding at evaluation."}
+    )
     eval_top_k: Optional[int] = field(
         default=None, metadata={"help": "k of mAP@k in the final evaluation (default: number of queries)."}
     )

@@ -96,6 +96,23 @@ def feature_view(split: Any) -> Any:
     return split.with_format("numpy", columns=list(FEATURE_COLUMNS))
 
 
+def per_process_batch_size(global_batch_size: int, num_processes: int, name: str) -> int:
+    """The rows each process loads per step when ``global_batch_size`` rows make one optimizer step.
+
+    The batch sizes of the training stages are GLOBAL (the release's batch of 80 on DataParallel):
+    Accelerate hands each process whole loader batches in turn, so loaders of ``B / N`` rows give step k
+    the rows ``k B .. (k + 1) B - 1`` of the epoch's permutation on N processes, the rows of step k on
+    one process; the losses then gather them (``modeling_crcgs.losses.global_batch``). Raises ValueError
+    naming ``name`` when N does not divide B.
+    """
+    if global_batch_size % num_processes:
+        raise ValueError(
+            f"{name}={global_batch_size} is the global batch size: it must be a multiple of the number of "
+            f"processes ({num_processes})"
+        )
+    return global_batch_size // num_processes
+
+
 def train_loader(
     dataset: Any, batch_size: int, seed: int, num_workers: int = 0
 ) -> tuple[DataLoader, EpochShuffleSampler]:

@@ -8,9 +8,13 @@
    (or recomputed each epoch, as the release does), best epoch by validation mAP on Hamming codes.
 
 Every model call goes through `CRCGSForPreTraining.forward(stage=...)` of the prepared (possibly DDP)
-model, so gradients are synchronised across processes. Each stage sets which parameters train before
-`accelerator.prepare`, after `accelerator.free_memory()` drops the previous stage's objects, so an
-Accelerate checkpoint holds exactly one stage's model and optimizers.
+model, so gradients are synchronised across processes. The `--*_batch_size` of a stage is the GLOBAL
+batch: each of N processes loads B/N rows (`training.data.per_process_batch_size`) and the training
+steps run inside `modeling_crcgs.losses.global_batch`, so the batch-level losses (likelihood, NCE,
+support set, discriminators, hash terms) see all B rows, as on one process (the teachers' L1 is a
+per-row mean: DDP's gradient average over equal shards is already the global one). Each stage sets
+which parameters train before `accelerator.prepare`, after `accelerator.free_memory()` drops the
+previous stage's objects, so an Accelerate checkpoint holds exactly one stage's model and optimizers.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from typing import Any
 import torch
 
 from modeling_crcgs import CRCGSForPreTraining
-from training.data import TensorDictDataset, eval_loader, train_loader
+from modeling_crcgs.losses import global_batch
+from training.data import TensorDictDataset, eval_loader, per_process_batch_size, train_loader
 from training.loop import UnitSpec, check_finite
 from training.model_setup import load_partial_state, set_trainable, trainable_state, without_hash_head
 from training.validation import (
@@ -33,6 +38,11 @@ from training.validation import (
 
 def _adam(params: list[torch.nn.Parameter], lr: float, betas: list[float]) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, betas=(betas[0], betas[1]))
+
+
+def _local_batch(accelerator: Any, args: Any, name: str) -> int:
+    """This process's share of the global ``--<name>``."""
+    return per_process_batch_size(getattr(args, name), accelerator.num_processes, f"--{name}")
 
 
 def _terms(output: Any) -> dict[str, torch.Tensor]:
@@ -73,14 +83,16 @@ def teacher_unit(
     set_trainable(model, params)
     model.train()
     optimizer = _adam(params, args.teacher_learning_rate, args.teacher_adam_betas)
-    loader, sampler = train_loader(splits["train"], args.teacher_batch_size, args.seed, num_workers)
+    loader, sampler = train_loader(
+        splits["train"], _local_batch(accelerator, args, "teacher_batch_size"), args.seed, num_workers
+    )
     val = eval_loader(splits["validation"], args.eval_batch_size, num_workers)
     accelerator.free_memory()
     wrapped, optimizer, loader, val = accelerator.prepare(model, optimizer, loader, val)
 
     def step(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         batch.pop("index")
-        with accelerator.accumulate(wrapped):
+        with accelerator.accumulate(wrapped), global_batch():
             out = wrapped(
                 image_features=batch["image_features"], text_features=batch["text_features"], stage="teacher"
             )
@@ -119,7 +131,9 @@ def student_unit(
     set_trainable(model, student_params + disc_params)
     model.train()
     optimizer = _adam(student_params, args.student_learning_rate, args.student_adam_betas)
-    loader, sampler = train_loader(splits["train"], args.student_batch_size, args.seed, num_workers)
+    loader, sampler = train_loader(
+        splits["train"], _local_batch(accelerator, args, "student_batch_size"), args.seed, num_workers
+    )
     val = eval_loader(splits["validation"], args.eval_batch_size, num_workers)
     accelerator.free_memory()
     if adversarial:
@@ -133,7 +147,7 @@ def student_unit(
     def step(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         batch.pop("index")
         disc_terms: dict[str, torch.Tensor] = {}
-        with accelerator.accumulate(wrapped):
+        with accelerator.accumulate(wrapped), global_batch():
             for _ in range(config.dis_iter if adversarial else 0):
                 d_out = wrapped(**batch, stage="discriminator")  # features, and raw inputs of backbone towers
                 _optimize(accelerator, d_out, disc_optimizer)
@@ -198,13 +212,15 @@ def hash_unit(
     else:
         train_data = splits["train"]
     optimizer = _adam(params, args.hash_learning_rate, args.hash_adam_betas)
-    loader, sampler = train_loader(train_data, args.hash_batch_size, args.seed, num_workers)
+    loader, sampler = train_loader(
+        train_data, _local_batch(accelerator, args, "hash_batch_size"), args.seed, num_workers
+    )
     val = eval_loader(splits["validation"], args.eval_batch_size, num_workers)
     wrapped, optimizer, loader, val = accelerator.prepare(model, optimizer, loader, val)
 
     def step(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         batch.pop("index", None)
-        with accelerator.accumulate(wrapped):
+        with accelerator.accumulate(wrapped), global_batch():
             out = wrapped(**batch, stage="hash")
             _optimize(accelerator, out, optimizer)
         return _terms(out)

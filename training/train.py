@@ -269,7 +269,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         if results:
             table = results_table(results)
             atomic_write_text(output_dir / "results.md", table + "\n")
-            accelerator.print(f"\nmAP@all on {data_args.dataset} (query vs database):\n{table}")
+            accelerator.print(f"\nmAP@all and mAP@k on {data_args.dataset} (query vs database):\n{table}")
             for bits, folder in sorted(folders.items()):
                 accelerator.print(f"model ({bits} bits): {folder.resolve()}")
         atomic_write_text(output_dir / RUN_SUMMARY, _json(summary))

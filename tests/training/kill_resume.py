@@ -5,6 +5,7 @@ Shared by the SIGKILL test and `benchmarks/bench_resume.py`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Optional
+
+import psutil
 
 from tests.training.tiny_training_config import REPO_ROOT, accelerate_command, subprocess_env
 from training.checkpointing import STATE_NAME, CheckpointManager, TrainerState
@@ -32,16 +35,25 @@ def _reached(out: Path, unit: str, epoch: int) -> bool:
 
 
 def run_and_kill(
-    config: Path, out: Path, unit: str, epoch: int, log: Path, resume: bool, timeout: float = 300
+    config: Path,
+    out: Path,
+    unit: str,
+    epoch: int,
+    log: Path,
+    resume: bool,
+    timeout: float = 300,
+    num_processes: int = 1,
+    kill_rank: Optional[int] = None,
 ) -> TrainerState:
-    """Start a run (resumed from the latest checkpoint when `resume`), SIGKILL it and its launcher as
-    soon as a checkpoint inside `epoch` of `unit` appears, and return the state of the checkpoint a
-    resumed run would start from."""
+    """Start a run on `num_processes` processes (resumed from the latest checkpoint when `resume`), and
+    as soon as a checkpoint inside `epoch` of `unit` appears SIGKILL it and its launcher, or with
+    `kill_rank` only that rank's process (the launcher then ends the others); return the state of the
+    checkpoint a resumed run would start from."""
     argv = ["--config", str(config), *(["--resume_from_checkpoint", "latest"] if resume else [])]
     with log.open("w") as stream:
         # A session of its own: `accelerate launch` runs train.py as a child, and both get the SIGKILL.
         proc = subprocess.Popen(
-            [*accelerate_command(1), TRAIN_PY, *argv],
+            [*accelerate_command(num_processes), TRAIN_PY, *argv],
             env=subprocess_env(),
             stdout=stream,
             stderr=stream,
@@ -50,8 +62,22 @@ def run_and_kill(
         deadline = time.monotonic() + timeout
         while not _reached(out, unit, epoch) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        if kill_rank is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        else:
+            killed = _kill_rank(proc.pid, kill_rank)
+            try:
+                proc.wait(timeout=120)
+            finally:
+                with contextlib.suppress(ProcessLookupError):  # whatever is left of the session
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            if killed is None:
+                raise AssertionError(
+                    f"rank {kill_rank} ended before it was killed:\n{log.read_text()[-3000:]}"
+                )
+            return TrainerState.from_file(CheckpointManager(out).resolve("latest") / STATE_NAME)
     if proc.returncode != -signal.SIGKILL:
         raise AssertionError(
             f"the run ended with {proc.returncode} before it was killed:\n{log.read_text()[-3000:]}"
@@ -60,11 +86,26 @@ def run_and_kill(
     return TrainerState.from_file(latest / STATE_NAME)
 
 
-def run_to_end(config: Path, resume: bool, timeout: Optional[float] = 600) -> subprocess.CompletedProcess:
-    """Run (resumed from the latest checkpoint when `resume`) to the end."""
+def _kill_rank(launcher_pid: int, rank: int) -> Optional[int]:
+    """SIGKILL the process of `rank` (its environment's RANK) among the launcher's descendants; its pid,
+    or None when it is gone already."""
+    for child in psutil.Process(launcher_pid).children(recursive=True):
+        try:
+            if child.environ().get("RANK") == str(rank) and "train.py" in " ".join(child.cmdline()):
+                child.send_signal(signal.SIGKILL)
+                return child.pid
+        except psutil.Error:  # exited meanwhile
+            continue
+    return None
+
+
+def run_to_end(
+    config: Path, resume: bool, timeout: Optional[float] = 600, num_processes: int = 1
+) -> subprocess.CompletedProcess:
+    """Run on `num_processes` processes (resumed from the latest checkpoint when `resume`) to the end."""
     argv = ["--config", str(config), *(["--resume_from_checkpoint", "latest"] if resume else [])]
     return subprocess.run(
-        [*accelerate_command(1), TRAIN_PY, *argv],
+        [*accelerate_command(num_processes), TRAIN_PY, *argv],
         env=subprocess_env(),
         capture_output=True,
         text=True,

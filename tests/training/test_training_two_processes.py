@@ -26,9 +26,34 @@ def test_two_process_run_counts_every_evaluation_item_once(tmp_path):
         assert [h["num_items"] for h in summary["stages"][unit]["history"]] == [61, 61]
     evaluation = json.loads((tmp_path / "out" / "synthetic-8bits" / "eval_results.json").read_text())
     assert (evaluation["num_query"], evaluation["num_database"]) == (50, 250)
-    # Batches are sharded: 120 training items / (2 processes x 16) = 4 steps per epoch, so the teachers
-    # take steps 1-4 and the student's 2 epochs steps 5-12, each logged once by the main process.
-    assert result.stdout.count("mAP@all on synthetic") == 1
+    # The batch size is global: 2 processes x 8 rows, 120 training items / 16 = 8 steps per epoch (the
+    # last one padded by Accelerate), so the teachers take steps 1-8 and the student's 2 epochs steps
+    # 9-24, each logged once by the main process.
+    assert result.stdout.count("mAP@all and mAP@k on synthetic") == 1
     records = [json.loads(line) for line in (tmp_path / "out" / "logs" / "train_log.jsonl").open()]
-    assert [r["step"] for r in records if "teachers/loss/total" in r] == [1, 2, 3, 4]
-    assert [r["step"] for r in records if "student/loss/total" in r] == list(range(5, 13))
+    assert [r["step"] for r in records if "teachers/loss/total" in r] == list(range(1, 9))
+    assert [r["step"] for r in records if "student/loss/total" in r] == list(range(9, 25))
+
+
+@pytest.mark.slow
+def test_two_process_run_reaches_the_one_process_metrics(tmp_path):
+    """Global batches of 20 (2 x 10 rows, 6 whole steps per epoch): the same objective as one process, so
+    the same validation histories and final mAP up to float summation order."""
+    runs = {}
+    for n in (1, 2):
+        out = tmp_path / f"out{n}"
+        sizes = {"teacher_batch_size": 20, "student_batch_size": 20, "hash_batch_size": 20}
+        config = write_config(tmp_path / f"tiny{n}.json", tiny_config(out, hash_bits=[8], **sizes))
+        result = subprocess.run(
+            [*accelerate_command(n), str(REPO_ROOT / "training" / "train.py"), "--config", str(config)],
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[n] = json.loads((out / "synthetic-8bits" / "eval_results.json").read_text())
+    for space in ("hamming", "continuous"):
+        for direction in ("i2t", "t2i"):
+            one, two = runs[1][space][direction]["map_all"], runs[2][space][direction]["map_all"]
+            assert abs(one - two) <= 1e-3, (space, direction, one, two)
