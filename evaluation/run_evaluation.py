@@ -9,7 +9,7 @@ Writes ``eval_results.json``, ``eval_summary.md``, ``pr_curve.png`` and ``precis
 ``--output_dir`` (default: ``--model_dir``); see ``modeling_crcgs.retrieval.evaluation``. Arguments may also come
 from one ``.json``/``.yaml`` file: ``python evaluation/run_evaluation.py args.yaml``.
 
-A model with backbone towers (raw images/captions, issue 6) reads the splits' ``image``/``text`` columns
+A model with backbone towers (raw images/captions) reads the splits' ``image``/``text`` columns
 through the ``CRCGSProcessor`` saved in its folder, exactly as ``training/train.py`` evaluates it
 (``modeling_crcgs.retrieval.evaluation.feature_level_view``).
 """

@@ -1,9 +1,9 @@
-"""``CRCGSProcessor``: raw images and captions/tags -> the inputs of a CRCGS model (issue 6).
+"""``CRCGSProcessor``: raw images and captions/tags -> the inputs of a CRCGS model.
 
 - images (PIL images, file paths, arrays; one or a list) -> ``pixel_values`` through the image processor;
 - texts (a caption string, a list of captions, or a list of tag lists) -> ``input_ids``/``attention_mask`` through the tokenizer
   and, when a bag-of-words vocabulary is set, ``text_features``: the BoW vector that BoW text towers
-  and the text-to-image teacher take (METHOD.md, "Data and task"; :mod:`modeling_crcgs.bag_of_words`).
+  and the text-to-image teacher take (docs/METHOD.md, "Data and task"; :mod:`modeling_crcgs.bag_of_words`).
 
 The vocabulary and the document-frequency threshold that built it are saved in
 ``processor_config.json`` by ``save_pretrained``, so a checkpoint maps new texts to the same columns.

@@ -164,7 +164,7 @@ class CRCGSTrainingArguments:
         default_factory=lambda: list(TRAINING_STAGES),
         metadata={"help": "Stages to run, in order: teachers student hash. Skipped ones load from a path."},
     )
-    # Stage 1: teachers (the release ships no teacher training; L1 reconstruction + Adam, METHOD.md).
+    # Stage 1: teachers (the release ships no teacher training; L1 reconstruction + Adam, docs/METHOD.md).
     teacher_epochs: int = field(default=20, metadata={"help": "Teacher epochs."})
     teacher_batch_size: int = field(default=80, metadata={"help": "Teacher batch size per device."})
     teacher_learning_rate: float = field(default=1e-4, metadata={"help": "Teacher Adam learning rate."})
@@ -172,7 +172,7 @@ class CRCGSTrainingArguments:
     teacher_lr_patience: int = field(
         default=2, metadata={"help": "Halve the teacher lr after this many epochs without a better val loss."}
     )
-    # Stage 2: student (METHOD.md "Student losses").
+    # Stage 2: student (docs/METHOD.md "Student losses").
     student_epochs: int = field(default=20, metadata={"help": "Student epochs (release: MIRFLICKR 20)."})
     student_batch_size: int = field(default=80, metadata={"help": "Student batch size per device."})
     student_learning_rate: float = field(default=1e-4, metadata={"help": "Student Adam learning rate."})
@@ -190,7 +190,7 @@ class CRCGSTrainingArguments:
             "(the best epoch is kept either way). Default: train every epoch, as the release."
         },
     )
-    # Stage 3: hash heads (METHOD.md "Hash-head losses").
+    # Stage 3: hash heads (docs/METHOD.md "Hash-head losses").
     hash_epochs: int = field(default=30, metadata={"help": "Hash-head epochs (release: MIRFLICKR 30)."})
     hash_batch_size: int = field(default=100, metadata={"help": "Hash-head batch size per device."})
     hash_learning_rate: float = field(default=1e-4, metadata={"help": "Hash-head Adam learning rate."})

@@ -27,7 +27,7 @@ def build_config(
     """`CRCGSConfig` from the user's values, the data's dims and one hash length.
 
     `contrastive_n_data` left at None becomes the number of training batches per epoch: the release's
-    P_n = 1 / n_data (METHOD.md, student loss 4, release quirk).
+    P_n = 1 / n_data (docs/METHOD.md, student loss 4, release quirk).
     """
     values = dict(model_config)
     if values.get("contrastive_n_data") is None:

@@ -56,7 +56,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """The evaluator's result (eval_results.json shape) for the retrieval model on query vs database.
 
-    Backbone towers (issue 6) read the raw columns through ``processor`` (``evaluate_retrieval`` runs
+    Backbone towers read the raw columns through ``processor`` (``evaluate_retrieval`` runs
     ``feature_level_view``).
     """
     from modeling_crcgs.retrieval.evaluation import evaluate_retrieval

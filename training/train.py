@@ -164,7 +164,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     # 3. Data.
     with accelerator.main_process_first():
         splits = load_splits(data_args, required_columns(model_args.model_config, FEATURE_COLUMNS))
-    # Raw images/captions (backbone towers, issue 6): the teachers' fixed features and the raw transform.
+    # Raw images/captions (backbone towers): the teachers' fixed features and the raw transform.
     splits, processor = prepare_raw_splits(
         splits,
         model_args.model_config,

@@ -1,6 +1,6 @@
 """Retrieval evaluation of a CRCGS model: encode the query and database splits, rank, score, report.
 
-Protocol (METHOD.md): image queries retrieve database texts (I2T) and text queries retrieve database
+Protocol (docs/METHOD.md): image queries retrieve database texts (I2T) and text queries retrieve database
 images (T2I); an item is relevant when it shares a label with the query; scores are mAP@all and mAP@k
 with k = number of queries (the paper's table), ties broken by ascending database index. Both the hash
 codes (Hamming ranking, the headline) and the continuous common-space embeddings (cosine ranking) are
