@@ -23,7 +23,6 @@ from typing import Any, Optional
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 
 from dataset_scripts import label_names
@@ -36,6 +35,7 @@ from training.checkpointing import (
     StageStore,
     TrainerState,
 )
+from training.console import get_logger, quiet_library_bars
 from training.data import FEATURE_COLUMNS, data_dims, load_splits
 from training.logging_utils import LOG_NAME, plot_loss_curves, select_trackers
 from training.loop import NonFiniteLossError, UnitRunner
@@ -147,6 +147,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
+    quiet_library_bars()
     for name in missing_trackers:
         logger.warning(f"--report_to {name}: the package is not installed; logging to JSONL only")
     check_output_dir(output_dir, args.overwrite_output_dir, args.resume_from_checkpoint)
