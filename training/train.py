@@ -275,9 +275,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "num_processes": accelerator.num_processes,
     }
     if accelerator.is_main_process:
-        curves = plot_loss_curves(output_dir / "logs" / LOG_NAME, output_dir / "logs" / "loss_curves.png")
-        for folder in folders.values():
-            shutil.copyfile(curves, folder / curves.name)
+        log = output_dir / "logs" / LOG_NAME
+        plot_loss_curves(log, output_dir / "logs" / "loss_curves.png")
+        for bits, folder in folders.items():  # a model folder shows its own hash head only
+            plot_loss_curves(log, folder / "loss_curves.png", ["teachers", "student", f"hash-{bits}"])
         if results:
             table = results_table(results)
             atomic_write_text(output_dir / "results.md", table + "\n")
