@@ -183,6 +183,8 @@ def describe_results(result: dict[str, Any], database: Any, ids: Any, query_spli
     )
     k = np.asarray(ids).shape[1] if np.asarray(ids).ndim == 2 else 0
     for q, query in enumerate(result["results"]):
+        if query_split is not None:
+            query["labels"] = names[query_labels[q]].tolist()
         items = []
         for rank in range(k):
             n = q * k + rank
@@ -206,7 +208,10 @@ def format_table(result: dict[str, Any]) -> str:
     ]
     for query in result["results"]:
         lines.append("")
-        lines.append(f"query row {query['query_row']} (id {query['query_id']}), {result['direction']}")
+        labels = f", labels: {', '.join(query['labels'])}" if "labels" in query else ""
+        lines.append(
+            f"query row {query['query_row']} (id {query['query_id']}{labels}), {result['direction']}"
+        )
         lines.append(f"{'rank':>4}  {'id':>8}  {'dist':>4}  {'':1}  labels / caption")
         items = query.get("items") or [None] * len(query["ids"])
         for rank, (item_id, distance, item) in enumerate(
