@@ -153,15 +153,16 @@ def plot_loss_curves(
         for metric in selection:
             xs, ys = data["val"][metric]
             greater_is_better = metric == "map"
+            shown = "mAP" if greater_is_better else metric
             twin = ax.twinx()
             line = twin.plot(
-                xs, ys, "k-o", markersize=4, linewidth=1.2, label=f"validation {metric} (per epoch)"
+                xs, ys, "k-o", markersize=4, linewidth=1.2, label=f"validation {shown} (per epoch)"
             )
             best = int(np.argmax(ys) if greater_is_better else np.argmin(ys))
             star = twin.plot(
-                [xs[best]], [ys[best]], "r*", markersize=13, label=f"kept epoch ({metric} {ys[best]:.4f})"
+                [xs[best]], [ys[best]], "r*", markersize=13, label=f"kept epoch ({shown} {ys[best]:.4f})"
             )
-            twin.set_ylabel("validation mAP" if metric == "map" else "validation loss")
+            twin.set_ylabel(f"validation {shown}")
             handles += line + star
             labels += [h.get_label() for h in line + star]
         ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.14, 1.0), fontsize=8, frameon=False)
