@@ -151,7 +151,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     for name in missing_trackers:
         logger.warning(f"--report_to {name}: the package is not installed; logging to JSONL only")
     check_output_dir(output_dir, args.overwrite_output_dir, args.resume_from_checkpoint)
-    if args.push_to_hub and accelerator.is_main_process:  # a bad token or repo fails now, not after training
+    if args.push_to_hub:  # a bad token or repo fails now, not after training (on every process: none waits)
         check_hub_access(args.hub_model_id, model_args.hash_bits, args.hub_private, args.hub_token)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
