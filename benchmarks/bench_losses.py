@@ -26,7 +26,7 @@ from modeling_crcgs.losses import support_set_loss
 def naive_support_set_loss(
     a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """METHOD.md support-set loss with Python loops over samples and labels (the release's structure)."""
+    """docs/METHOD.md support-set loss with Python loops over samples and labels (the release's structure)."""
     batch, num_labels = labels.shape
     counts = torch.zeros(batch, batch, dtype=a.dtype)
     for i in range(batch):

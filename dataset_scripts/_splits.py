@@ -1,4 +1,4 @@
-"""Split recipes of the crcgs protocol (METHOD.md "Protocol"): seeded random, class-balanced, or a file.
+"""Split recipes of the crcgs protocol (docs/METHOD.md "Protocol"): seeded random, class-balanced, or a file.
 
 All functions return ``{"train", "validation", "query", "database"}`` as sorted int64 row indices,
 validated by ``validate_splits`` (database = every row not in query unless a file says otherwise).
@@ -198,7 +198,7 @@ def _positions(
 def random_splits(
     num_rows: int, *, num_query: int, num_validation: int, num_train: int | None, seed: int
 ) -> dict[str, np.ndarray]:
-    """Seeded random protocol (MIRFLICKR-25K, MS-COCO; METHOD.md "Protocol").
+    """Seeded random protocol (MIRFLICKR-25K, MS-COCO; docs/METHOD.md "Protocol").
 
     One permutation of all rows (``numpy.random.default_rng(seed)``): the first ``num_query`` rows are
     the query set, the next ``num_validation`` the validation set, the next ``num_train`` (``None``:
@@ -227,7 +227,7 @@ def class_balanced_splits(
     seed: int,
     label_names: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Class-balanced protocol of the CRCGS release (NUS-WIDE; METHOD.md "Protocol": 100 query, 100
+    """Class-balanced protocol of the CRCGS release (NUS-WIDE; docs/METHOD.md "Protocol": 100 query, 100
     validation, 500 train per class), the ``sample()`` of its ``utils/process_data.py``.
 
     Three passes, query, then validation, then train, each over the rows that no earlier pass took. A

@@ -25,7 +25,7 @@ tags file) joined by spaces; ``image`` holds the original JPEG bytes; ``index`` 
 decoded losslessly (bytes that are not UTF-8 keep two tags apart; ``_raw_formats.read_lines``) and such
 bytes are written as ``\\xNN`` in ``text`` and in the recorded vocabulary.
 
-Splits (METHOD.md): random with ``seed``, 2,000 query, 2,000 validation, 10,000 train; the database is
+Splits (docs/METHOD.md): random with ``seed``, 2,000 query, 2,000 validation, 10,000 train; the database is
 every non-query pair. Every size is an option.
 """
 
@@ -72,7 +72,7 @@ CONCEPTS: tuple[str, ...] = (
 
 @dataclasses.dataclass
 class Mirflickr25kConfig(BenchmarkConfig):
-    """MIRFLICKR-25K options (see the module docstring; split sizes are those of METHOD.md).
+    """MIRFLICKR-25K options (see the module docstring; split sizes are those of docs/METHOD.md).
 
     images_archive (`str`, defaults to ``"mirflickr25k.zip"``): images and tags (official layout).
     annotations_archive (`str`, defaults to ``"mirflickr25k_annotations_v080.zip"``): concept files.

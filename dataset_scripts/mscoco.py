@@ -24,7 +24,7 @@ the CRCGS release's ``label.npy`` layout: its last column is dropped, as the rel
 (``split_recipe`` records ``dropped_label_column``), so it never takes part in relevance; rows left
 without a label are then an error unless ``allow_empty_labels=True``.
 
-Splits (METHOD.md): random with ``seed``, 5,000 query, 5,000 validation, 10,000 train; the database
+Splits (docs/METHOD.md): random with ``seed``, 5,000 query, 5,000 validation, 10,000 train; the database
 is every non-query image. Every size is an option.
 """
 
@@ -74,7 +74,7 @@ CATEGORIES: tuple[str, ...] = (
 
 @dataclasses.dataclass
 class MscocoConfig(BenchmarkConfig):
-    """MS-COCO options (see the module docstring; split sizes are those of METHOD.md).
+    """MS-COCO options (see the module docstring; split sizes are those of docs/METHOD.md).
 
     year (`str`, defaults to ``"2014"``): ``"2014"`` or ``"2017"``.
     annotation_splits (`tuple[str]`, defaults to ``("train", "val")``): annotation files to pool.

@@ -27,7 +27,7 @@ Pairs with an empty bag of words are dropped in every layout; pairs with no labe
 concepts are KEPT, as the CRCGS release keeps them (``process_data.py`` drops only empty bags of
 words): they are never drawn into query/validation/train, so they sit in the database as items no
 query finds relevant (``split_recipe`` records ``unlabelled_rows_kept``). Splits are class-balanced
-(METHOD.md), by the release's sampler (``_splits.class_balanced_splits``): query, then validation,
+(docs/METHOD.md), by the release's sampler (``_splits.class_balanced_splits``): query, then validation,
 then train, each pass visiting the concepts from the rarest up and drawing 100 / 100 / 500 pairs per
 concept uniformly among the remaining pairs that carry it (2,100 / 2,100 / 10,500 for tc21); options
 ``query_per_class``, ``validation_per_class``, ``train_per_class``; the database is every non-query

@@ -9,7 +9,7 @@ Writes ``eval_results.json``, ``eval_summary.md``, ``pr_curve.png`` and ``precis
 ``--output_dir`` (default: ``--model_dir``); see ``modeling_crcgs.retrieval.evaluation``. Arguments may also come
 from one ``.json``/``.yaml`` file: ``python evaluation/run_evaluation.py args.yaml``.
 
-A model with backbone towers (raw images/captions, issue 6) reads the splits' ``image``/``text`` columns
+A model with backbone towers (raw images/captions) reads the splits' ``image``/``text`` columns
 through the ``CRCGSProcessor`` saved in its folder, exactly as ``training/train.py`` evaluates it
 (``modeling_crcgs.retrieval.evaluation.feature_level_view``).
 """
@@ -64,6 +64,35 @@ def parse_arguments(argv: Optional[list[str]] = None) -> tuple[DatasetArguments,
     return data_args, args
 
 
+def dataset_of_run(data_args: DatasetArguments, model_dir: str) -> DatasetArguments:
+    """The dataset the model was trained on, from ``<model_dir>/training_args.json`` when it is there.
+
+    Given flags win: the run's ``dataset``, ``data_dir`` and ``dataset_options`` fill only what was not
+    given, and the run's ``data_dir`` / ``dataset_options`` apply only when the dataset is the run's (the
+    same splits as at training time, e.g. the synthetic job's ``num_train``)."""
+    import json
+
+    record_file = Path(model_dir) / "training_args.json"
+    if not record_file.is_file():
+        return data_args
+    try:
+        record = json.loads(record_file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{record_file}: not valid JSON ({err})") from err
+    dataset = data_args.dataset or record.get("dataset")
+    if dataset != record.get("dataset"):
+        return data_args
+    data_dir = data_args.data_dir or record.get("data_dir")
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise ValueError(f"{record_file}: the run's data_dir {data_dir!r} is not a folder; pass --data_dir")
+    return DatasetArguments(
+        dataset=dataset,
+        data_dir=data_dir,
+        dataset_options=data_args.dataset_options or record.get("dataset_options") or {},
+        cache_dir=data_args.cache_dir,
+    )
+
+
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """Run the evaluation; returns the result dict (the content of ``eval_results.json``)."""
     from accelerate import Accelerator
@@ -72,8 +101,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     # 1. arguments
     data_args, args = parse_arguments(argv)
+    data_args = dataset_of_run(data_args, args.model_dir)
     if data_args.dataset is None:
-        raise ValueError("--dataset: required (a load_crcgs_dataset name, e.g. synthetic)")
+        raise ValueError(
+            "--dataset: required (a load_crcgs_dataset name, e.g. synthetic) when --model_dir has no "
+            "training_args.json"
+        )
 
     # 2. processes and logging
     accelerator = Accelerator()

@@ -1,6 +1,6 @@
-"""Transformers backbones in front of the CRCGS towers: construction, pooling, fine-tuning modes (issue 6).
+"""Transformers backbones in front of the CRCGS towers: construction, pooling, fine-tuning modes.
 
-With raw inputs a tower is ``backbone -> pooled output -> the paper's MLP`` (METHOD.md, "The four
+With raw inputs a tower is ``backbone -> pooled output -> the paper's MLP`` (docs/METHOD.md, "The four
 networks", item 3: on MIRFLICKR-25K and NUS-WIDE the release feeds 224x224 images through VGG-19-bn in
 front of the image MLP and fine-tunes it end to end). :class:`BackboneEncoder` is the first two steps:
 it turns ``pixel_values`` or ``input_ids`` + ``attention_mask`` into one vector per input; the MLP

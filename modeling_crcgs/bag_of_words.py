@@ -1,6 +1,6 @@
 """Bag-of-words text vectors, the text input of the paper's BoW models and of the text-to-image teacher.
 
-METHOD.md, "Data and task": texts are bag-of-words vectors over a fixed vocabulary (MIRFLICKR-25K
+docs/METHOD.md, "Data and task": texts are bag-of-words vectors over a fixed vocabulary (MIRFLICKR-25K
 1386-d, NUS-WIDE 1000-d, MS-COCO 2000-d), the words kept being those frequent enough in the training
 texts (e.g. MIRFLICKR-25K keeps tags occurring at least 20 times). Here the vocabulary is every word
 whose document frequency reaches ``min_count`` (optionally the ``max_size`` most frequent ones), and a

@@ -14,7 +14,7 @@ _FEATURE_COLUMNS: dict[str, tuple[str, torch.dtype]] = {
     "text_features": ("text_features", torch.float32),
     "labels": ("labels", torch.float32),
     "index": ("index", torch.int64),
-    # Raw inputs of backbone towers (issue 6), made per batch by training.raw_inputs.RawTransform.
+    # Raw inputs of backbone towers, made per batch by training.raw_inputs.RawTransform.
     "pixel_values": ("pixel_values", torch.float32),
     "input_ids": ("input_ids", torch.int64),
     "attention_mask": ("attention_mask", torch.int64),

@@ -45,7 +45,7 @@ class CRCGSConfig(PreTrainedConfig):
     r"""
     Configuration of a CRCGS model (Zhang et al., "Image-Text Retrieval via Contrastive Learning with Auxiliary
     Generative Features and Support-set Regularization", SIGIR 2022). Every dimension and hyper-parameter of
-    METHOD.md is a field; the defaults are those of the authors' release (MIRFLICKR-25K inputs, NUS-WIDE loss
+    docs/METHOD.md is a field; the defaults are those of the authors' release (MIRFLICKR-25K inputs, NUS-WIDE loss
     weights where the release's default is NUS-WIDE's).
 
     Args:
@@ -128,7 +128,7 @@ class CRCGSConfig(PreTrainedConfig):
         text_feature_normalization (`str`, *optional*, defaults to `"none"`):
             The same for the text features (bag of words, topic proportions, sentence embeddings).
         vision_config (`PreTrainedConfig` or `dict`, *optional*):
-            A `transformers` backbone for raw images (issue 6): the image tower becomes backbone -> pooled
+            A `transformers` backbone for raw images: the image tower becomes backbone -> pooled
             output -> the tower MLP and takes `pixel_values`. `None` (and no `vision_backbone`) keeps the
             feature tower. With a backbone, `image_input_dim` is the width of the teachers' fixed image
             features (`teacher_image_features`, e.g. the frozen backbone's cached pooled outputs).

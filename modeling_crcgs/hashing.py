@@ -4,7 +4,7 @@ A code of K bits is a row of K values in {-1,+1} (``int8``). Packed, bit ``k`` o
 ``k // 8`` at bit position ``7 - k % 8`` (most significant bit first, the ``numpy.packbits`` default
 order), with ``+1 -> 1`` and ``-1 -> 0``; the ``8 * ceil(K / 8) - K`` padding bits of the last byte are 0.
 So the Hamming distance of two codes equals the popcount of the XOR of their packed rows, which is what
-``faiss.IndexBinaryFlat(K)`` computes (METHOD.md: d_H(a, b) = (K - a.b) / 2).
+``faiss.IndexBinaryFlat(K)`` computes (docs/METHOD.md: d_H(a, b) = (K - a.b) / 2).
 
 Every function accepts a ``torch.Tensor`` or a ``numpy.ndarray`` and returns the same kind (on the same
 device for tensors).

@@ -1,4 +1,4 @@
-"""LoRA on the transformers backbones of the raw-input towers (issue 6), through ``peft``.
+"""LoRA on the transformers backbones of the raw-input towers, through ``peft``.
 
 LoRA (Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022, Eq. 3) replaces a
 frozen weight ``W0`` by ``W0 + (alpha / r) * B A`` with ``A`` (r x in) and ``B`` (out x r, zero at

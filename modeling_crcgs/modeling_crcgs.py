@@ -1,4 +1,4 @@
-"""The CRCGS models as ``transformers`` models (METHOD.md "The four networks"), built from :mod:`.networks`.
+"""The CRCGS models as ``transformers`` models (docs/METHOD.md "The four networks"), built from :mod:`.networks`.
 
 * :class:`CRCGSModel`: the student (two towers, ONE shared common-space layer W, ONE shared label classifier C,
   two projections into the converted space) and the hash head: everything retrieval needs.
@@ -112,7 +112,7 @@ class CRCGSPreTrainedModel(PreTrainedModel):
 
 
 class CRCGSModel(CRCGSPreTrainedModel):
-    """CRCGS student and hash head: what retrieval needs (METHOD.md networks 3 and 5).
+    """CRCGS student and hash head: what retrieval needs (docs/METHOD.md networks 3 and 5).
 
     u = W f_I(x), v = W f_T(t) (ONE shared W); p = C u, q = C v (ONE shared classifier C);
     a = ReLU(P_I u), b = ReLU(P_T v); hash codes sign(H(u)), sign(H(v)).
@@ -455,7 +455,7 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
             labels (`(batch_size, num_labels)`): multi-hot; required by "student" and by "hash" when
                 ``hash_label_weight > 0``.
             stage (`str`):
-                * ``"student"``: ``L = L_o + L_t + L_ta + L_c + L_ssl`` (METHOD.md "Student losses" 1-6). Teachers
+                * ``"student"``: ``L = L_o + L_t + L_ta + L_c + L_ssl`` (docs/METHOD.md "Student losses" 1-6). Teachers
                   are frozen (no grad, eval mode: no input dropout); the decoders and discriminators are called with
                   detached parameters (:func:`frozen_call`), so gradients flow through them into a, b but never
                   into their parameters.

@@ -1,4 +1,4 @@
-"""The CRCGS building blocks (METHOD.md "The four networks"): towers, teacher generation networks,
+"""The CRCGS building blocks (docs/METHOD.md "The four networks"): towers, teacher generation networks,
 discriminators and the hash head, plus the two helpers the training stages run them with.
 
 The model classes in :mod:`modeling_crcgs.modeling_crcgs` assemble these; nothing here knows about losses.
@@ -36,7 +36,7 @@ def mlp(dims: list[int], activation: type[nn.Module]) -> nn.Sequential:
 
 
 class FeatureTower(nn.Module):
-    """Student tower on pre-extracted features: ``len(hidden_dims)`` x (Linear + tanh) (METHOD.md network 3),
+    """Student tower on pre-extracted features: ``len(hidden_dims)`` x (Linear + tanh) (docs/METHOD.md network 3),
     after an input dropout (0 in the release; the recipe for small real data uses it as its regulariser).
 
     Args:
@@ -59,7 +59,7 @@ class FeatureTower(nn.Module):
 def build_tower(config: CRCGSConfig, modality: str) -> nn.Module:
     """The tower of one modality ("image" or "text"); every tower has an ``output_dim`` attribute."""
     encoder = BackboneEncoder.from_crcgs_config(config, modality) if modality in ("image", "text") else None
-    if encoder is not None:  # raw inputs (issue 6): backbone -> pooled output -> the tower MLP
+    if encoder is not None:  # raw inputs: backbone -> pooled output -> the tower MLP
         return BackboneTower(
             encoder, FeatureTower(encoder.output_dim, config.tower_hidden_dims, config.tower_input_dropout)
         )
@@ -71,7 +71,7 @@ def build_tower(config: CRCGSConfig, modality: str) -> nn.Module:
 
 
 class GenerationNetwork(nn.Module):
-    """Teacher generation network: encoder E = dropout -> MLP(ReLU), decoder G = MLP(ReLU) (METHOD.md networks 1-2).
+    """Teacher generation network: encoder E = dropout -> MLP(ReLU), decoder G = MLP(ReLU) (docs/METHOD.md networks 1-2).
 
     Args:
         input_dim: width of the source modality. encoder_dims: hidden widths of E. feature_dim: width of the
@@ -116,7 +116,7 @@ class Discriminator(nn.Module):
 
 
 class HashHead(nn.Module):
-    """Binary transform (METHOD.md network 5): dropout, Linear(d, h)+tanh, Linear(h, h)+tanh, Linear(h, K)+tanh.
+    """Binary transform (docs/METHOD.md network 5): dropout, Linear(d, h)+tanh, Linear(h, h)+tanh, Linear(h, K)+tanh.
 
     The release writes the last map as a Conv1d with kernel h over one channel, which is exactly a Linear.
     """

@@ -1,12 +1,16 @@
-"""``CRCGSProcessor``: raw images and captions/tags -> the inputs of a CRCGS model (issue 6).
+"""``CRCGSProcessor``: raw images and captions/tags -> the inputs of a CRCGS model.
 
 - images (PIL images, file paths, arrays; one or a list) -> ``pixel_values`` through the image processor;
 - texts (a caption string, a list of captions, or a list of tag lists) -> ``input_ids``/``attention_mask`` through the tokenizer
   and, when a bag-of-words vocabulary is set, ``text_features``: the BoW vector that BoW text towers
-  and the text-to-image teacher take (METHOD.md, "Data and task"; :mod:`modeling_crcgs.bag_of_words`).
+  and the text-to-image teacher take (docs/METHOD.md, "Data and task"; :mod:`modeling_crcgs.bag_of_words`).
 
-The vocabulary and the document-frequency threshold that built it are saved in
-``processor_config.json`` by ``save_pretrained``, so a checkpoint maps new texts to the same columns.
+- pre-extracted features (``image_features=``, ``text_features=``) -> float32 tensors, checked as 2-D.
+
+The vocabulary, the document-frequency threshold that built it and the dataset's label names are saved in
+``processor_config.json`` by ``save_pretrained``, so a checkpoint maps new texts to the same columns and
+names the label columns; the file's ``auto_map`` lets ``AutoProcessor.from_pretrained(folder,
+trust_remote_code=True)`` load the processor where this package is not installed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from transformers import AutoProcessor, BatchFeature, ProcessorMixin
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import PROCESSOR_NAME
 
 from .bag_of_words import BagOfWords, TextInput, build_bow_vocabulary, text_words
@@ -67,8 +72,9 @@ def _as_list(value: Any, single_types: tuple[type, ...]) -> list:
 class CRCGSProcessor(ProcessorMixin):
     r"""Image processor + tokenizer + bag-of-words vectorizer for CRCGS models.
 
-    Each part is optional (at least one is needed): a model with a feature image tower has no image
-    processor, a bag-of-words text tower needs no tokenizer (its processor is the vocabulary alone).
+    Each part is optional: a model with a feature image tower has no image processor, a bag-of-words text
+    tower needs no tokenizer, and a model on pre-extracted features has a processor that only checks the
+    feature matrices and carries the label names (the input normalisers are buffers of the model itself).
 
     Args:
         image_processor (`BaseImageProcessor`, *optional*): e.g. ``ViTImageProcessor``; gives ``pixel_values``.
@@ -79,6 +85,7 @@ class CRCGSProcessor(ProcessorMixin):
         bow_binary (`bool`, *optional*, defaults to `True`): 0/1 presence instead of counts.
         bow_lowercase (`bool`, *optional*, defaults to `True`): lowercase texts before matching.
         max_length (`int`, *optional*): truncate token sequences to this length (default: the tokenizer's).
+        label_names (`list[str]`, *optional*): the dataset's label names, column by column of ``labels``.
 
     Example:
 
@@ -99,12 +106,20 @@ class CRCGSProcessor(ProcessorMixin):
         bow_binary: bool = True,
         bow_lowercase: bool = True,
         max_length: int | None = None,
+        label_names: list[str] | None = None,
         **kwargs,
     ):
-        if image_processor is None and tokenizer is None and bow_vocabulary is None:
+        if image_processor is None and tokenizer is None and bow_vocabulary is None and label_names is None:
             raise ValueError(
-                "CRCGSProcessor needs an image_processor, a tokenizer or a bow_vocabulary; got none"
+                "CRCGSProcessor needs an image_processor, a tokenizer, a bow_vocabulary or label_names; got none"
             )
+        if label_names is not None and (
+            not label_names
+            or not all(isinstance(name, str) for name in label_names)
+            or len(set(label_names)) != len(label_names)
+        ):
+            raise ValueError(f"label_names must be a non-empty list of unique strings, got {label_names!r}")
+        self.label_names = None if label_names is None else list(label_names)
         if max_length is not None and (
             isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
         ):
@@ -133,6 +148,8 @@ class CRCGSProcessor(ProcessorMixin):
                 "push_to_hub needs both an image_processor and a tokenizer; save locally and upload"
             )
         os.makedirs(save_directory, exist_ok=True)
+        if self._auto_class is not None:  # copies this module beside the files and sets ``auto_map``
+            custom_object_save(self, save_directory, config=[self])
         if self.tokenizer is not None:
             self.tokenizer._set_processor_class(type(self).__name__)
             self.tokenizer.save_pretrained(save_directory)
@@ -156,7 +173,14 @@ class CRCGSProcessor(ProcessorMixin):
 
         image_processor = AutoImageProcessor.from_pretrained(folder) if saved.get("image_processor") else None
         tokenizer = AutoTokenizer.from_pretrained(folder) if has_tokenizer else None
-        options = ("bow_vocabulary", "bow_min_count", "bow_binary", "bow_lowercase", "max_length")
+        options = (
+            "bow_vocabulary",
+            "bow_min_count",
+            "bow_binary",
+            "bow_lowercase",
+            "max_length",
+            "label_names",
+        )
         return cls(image_processor, tokenizer, **{key: saved[key] for key in options if key in saved})
 
     def _set_bow(self, vocabulary: list[str] | None) -> None:
@@ -191,16 +215,27 @@ class CRCGSProcessor(ProcessorMixin):
         padding: bool | str = True,
         truncation: bool = True,
         max_length: int | None = None,
+        image_features: Any = None,
+        text_features: Any = None,
         **kwargs,
     ) -> BatchFeature:
-        """Process a batch of images and/or texts (a single item counts as a batch of one).
+        """Process a batch of images and/or texts (a single item counts as a batch of one), or pass
+        pre-extracted ``image_features`` / ``text_features`` (n, dim) through as float32 tensors.
 
         Returns a ``BatchFeature`` with ``pixel_values`` (images), ``input_ids``, ``attention_mask``
-        (texts) and ``text_features`` (texts, when a BoW vocabulary is set).
+        (texts), ``text_features`` (texts, when a BoW vocabulary is set) and the given feature matrices.
         """
-        if images is None and text is None:
-            raise ValueError("CRCGSProcessor needs images, text or both; got neither")
+        if images is None and text is None and image_features is None and text_features is None:
+            raise ValueError("CRCGSProcessor needs images, text, image_features or text_features; got none")
+        if text is not None and text_features is not None:
+            raise ValueError("give text or text_features, not both")
         data: dict[str, Any] = {}
+        for name, features in (("image_features", image_features), ("text_features", text_features)):
+            if features is not None:
+                matrix = torch.as_tensor(np.asarray(features, dtype=np.float32))
+                if matrix.ndim != 2:
+                    raise ValueError(f"{name} must be a 2-D (n, dim) matrix, got shape {tuple(matrix.shape)}")
+                data[name] = matrix if return_tensors == "pt" else matrix.numpy()
         if images is not None and self.image_processor is None:
             raise ValueError("this processor has no image_processor: it cannot process images")
         if text is not None and self.tokenizer is None and self._bow is None:
@@ -237,5 +272,7 @@ class CRCGSProcessor(ProcessorMixin):
         return BatchFeature(data=data, tensor_type=None)
 
 
-# `import modeling_crcgs` makes `AutoProcessor.from_pretrained` resolve a saved CRCGSProcessor.
+# `import modeling_crcgs` makes `AutoProcessor.from_pretrained` resolve a saved CRCGSProcessor;
+# `register_for_auto_class` makes `save_pretrained` copy this module and write `auto_map`.
 AutoProcessor.register(CRCGSConfig, CRCGSProcessor, exist_ok=True)
+CRCGSProcessor.register_for_auto_class("AutoProcessor")

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -170,7 +171,7 @@ class CRCGSTrainingArguments:
         default_factory=lambda: list(TRAINING_STAGES),
         metadata={"help": "Stages to run, in order: teachers student hash. Skipped ones load from a path."},
     )
-    # Stage 1: teachers (the release ships no teacher training; L1 reconstruction + Adam, METHOD.md).
+    # Stage 1: teachers (the release ships no teacher training; L1 reconstruction + Adam, docs/METHOD.md).
     teacher_epochs: int = field(default=20, metadata={"help": "Teacher epochs."})
     teacher_batch_size: int = field(
         default=80,
@@ -181,7 +182,7 @@ class CRCGSTrainingArguments:
     teacher_lr_patience: int = field(
         default=2, metadata={"help": "Halve the teacher lr after this many epochs without a better val loss."}
     )
-    # Stage 2: student (METHOD.md "Student losses").
+    # Stage 2: student (docs/METHOD.md "Student losses").
     student_epochs: int = field(default=20, metadata={"help": "Student epochs (release: MIRFLICKR 20)."})
     student_batch_size: int = field(
         default=80,
@@ -202,7 +203,7 @@ class CRCGSTrainingArguments:
             "(the best epoch is kept either way). Default: train every epoch, as the release."
         },
     )
-    # Stage 3: hash heads (METHOD.md "Hash-head losses").
+    # Stage 3: hash heads (docs/METHOD.md "Hash-head losses").
     hash_epochs: int = field(default=30, metadata={"help": "Hash-head epochs (release: MIRFLICKR 30)."})
     hash_batch_size: int = field(
         default=100,
@@ -247,6 +248,38 @@ class CRCGSTrainingArguments:
         default=None, metadata={"help": "org/name; with several hash lengths '-<bits>bits' is appended."}
     )
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
+    hub_private_repo: Optional[bool] = field(
+        default=None, metadata={"help": "As in transformers' TrainingArguments: same as --hub_private."}
+    )
+    hub_token: Optional[str] = field(
+        default=None,
+        metadata={"help": "Hub token for --push_to_hub (default: the HF_TOKEN variable or `hf auth login`)."},
+    )
+    # transformers' TrainingArguments names: defaults for every stage that its own flag overrides.
+    num_train_epochs: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Epochs of every stage whose --<stage>_epochs flag is not given on the command line."
+        },
+    )
+    per_device_train_batch_size: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Batch size PER DEVICE of every stage whose --<stage>_batch_size flag is not given: the "
+            "stage's global batch is this times the number of processes."
+        },
+    )
+    learning_rate: Optional[float] = field(
+        default=None,
+        metadata={
+            "help": "Adam learning rate of every stage (and the discriminators) whose --<stage>_learning_rate "
+            "flag is not given on the command line."
+        },
+    )
+    save_total_limit: Optional[int] = field(
+        default=None,
+        metadata={"help": "As in transformers' TrainingArguments: same as --checkpoints_total_limit."},
+    )
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.stages if s not in TRAINING_STAGES]
@@ -282,6 +315,10 @@ class CRCGSTrainingArguments:
             "checkpointing_steps",
             "checkpoints_total_limit",
             "eval_top_k",
+            "num_train_epochs",
+            "per_device_train_batch_size",
+            "learning_rate",
+            "save_total_limit",
         ):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
@@ -360,8 +397,52 @@ def parse_args(
         parser.set_defaults(**load_config_file(config_file), config=str(config_file))
     outputs = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     data_args, model_args, train_args = outputs[:3]
+    apply_transformers_aliases(train_args, sys.argv[1:] if argv is None else argv)
     check_stage_sources(model_args, train_args)
     return data_args, model_args, train_args
+
+
+STAGE_ALIASES = {
+    "num_train_epochs": ("teacher_epochs", "student_epochs", "hash_epochs"),
+    "per_device_train_batch_size": ("teacher_batch_size", "student_batch_size", "hash_batch_size"),
+    "learning_rate": (
+        "teacher_learning_rate",
+        "student_learning_rate",
+        "discriminator_learning_rate",
+        "hash_learning_rate",
+    ),
+}
+
+
+def _flags_given(argv: list[str]) -> set[str]:
+    """Names of the ``--flag`` / ``--flag=value`` arguments on the command line."""
+    return {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+
+
+def apply_transformers_aliases(args: CRCGSTrainingArguments, argv: list[str]) -> None:
+    """Resolve transformers' TrainingArguments names onto the per-stage fields, in place.
+
+    ``--num_train_epochs``, ``--per_device_train_batch_size`` and ``--learning_rate`` set every stage field
+    that was not given as its own flag on the command line (a config file's per-stage values yield to them);
+    the per-device batch becomes the global one: times ``WORLD_SIZE`` (the number of processes that
+    ``accelerate launch`` starts). ``--hub_private_repo`` and ``--save_total_limit`` replace
+    ``--hub_private`` and ``--checkpoints_total_limit``.
+    """
+    given = _flags_given(argv)
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    for alias, fields in STAGE_ALIASES.items():
+        value = getattr(args, alias)
+        if value is None:
+            continue
+        if alias == "per_device_train_batch_size":
+            value = value * processes
+        for name in fields:
+            if name not in given:
+                setattr(args, name, value)
+    if args.hub_private_repo is not None:
+        args.hub_private = args.hub_private_repo
+    if args.save_total_limit is not None:
+        args.checkpoints_total_limit = args.save_total_limit
 
 
 def check_stage_sources(model_args: ModelArguments, train_args: CRCGSTrainingArguments) -> None:
@@ -374,8 +455,10 @@ def check_stage_sources(model_args: ModelArguments, train_args: CRCGSTrainingArg
 
 
 def resolved_arguments(*groups: Any) -> dict[str, Any]:
-    """All arguments after parsing and validation, as one JSON-ready mapping (training_args.json)."""
+    """All arguments after parsing and validation, as one JSON-ready mapping (training_args.json); the Hub
+    token is left out (a secret in a file that is uploaded with the model)."""
     resolved: dict[str, Any] = {}
     for group in groups:
         resolved.update(dataclasses.asdict(group))
+    resolved.pop("hub_token", None)
     return resolved

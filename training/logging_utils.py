@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 from accelerate.tracking import GeneralTracker
 
 from modeling_crcgs.utils import atomic_write
@@ -92,34 +93,80 @@ def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def plot_loss_curves(log_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """One panel per stage with every per-term loss against the global step, saved as PNG."""
+def _smoothed(values: np.ndarray) -> np.ndarray:
+    """Moving average over a window of ~1/25 of the curve (at least 1 point), same length as ``values``
+    (the window shrinks at the edges)."""
+    window = max(1, len(values) // 25)
+    kernel = np.ones(window)
+    return np.convolve(values, kernel, mode="same") / np.convolve(np.ones(len(values)), kernel, mode="same")
+
+
+def _stage_series(records: list[dict[str, Any]], stages: Optional[list[str]]) -> dict[str, dict[str, Any]]:
+    """Per stage: ``terms`` {term: (steps, values)} of the training losses and ``val`` {metric: (steps, values)}
+    of the per-epoch validation; only the stages in ``stages`` when given, in that order."""
+    series: dict[str, dict[str, Any]] = {}
+    for record in records:
+        for key, value in record.items():
+            kind = "/loss/" if "/loss/" in key else "/val/" if "/val/" in key else None
+            if kind is None or not isinstance(value, (int, float)):
+                continue
+            stage, name = key.split(kind, 1)
+            group = series.setdefault(stage, {"terms": {}, "val": {}})["terms" if kind == "/loss/" else "val"]
+            xs, ys = group.setdefault(name, ([], []))
+            xs.append(record["step"])
+            ys.append(float(value))
+    if stages is None:
+        return series
+    return {stage: series[stage] for stage in stages if stage in series}
+
+
+def plot_loss_curves(
+    log_path: str | os.PathLike, out_path: str | os.PathLike, stages: Optional[list[str]] = None
+) -> Path:
+    """One panel per stage (only ``stages`` when given): each training loss term smoothed (moving average,
+    the raw values faint behind it) against the global step, and on the right axis the validation metric of
+    each epoch (mAP, or the teachers' validation loss) with the kept (best) epoch marked. Legends sit to the
+    right of the panels, off the data. Saved as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read_log(log_path)
-    panels: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
-    for record in records:
-        for key, value in record.items():
-            if "/loss/" not in key or not isinstance(value, (int, float)):
-                continue
-            stage, term = key.split("/loss/", 1)
-            xs, ys = panels.setdefault(stage, {}).setdefault(term, ([], []))
-            xs.append(record["step"])
-            ys.append(value)
-    out_path = Path(out_path)
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 3.6), squeeze=False)
-    for ax, (stage, terms) in zip(axes[0][: len(panels)], panels.items(), strict=True):
-        for term, (xs, ys) in sorted(terms.items()):
-            ax.plot(xs, ys, label=term, linewidth=1)
-        ax.set_title(stage)
+    panels = _stage_series(read_log(log_path), stages)
+    rows = max(len(panels), 1)
+    fig, axes = plt.subplots(rows, 1, figsize=(10, 3.2 * rows), squeeze=False)
+    for ax, (stage, data) in zip(axes[: len(panels), 0], panels.items(), strict=True):
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, (term, (xs, ys)) in enumerate(sorted(data["terms"].items())):
+            color = colors[i % len(colors)]
+            values = np.asarray(ys)
+            ax.plot(xs, values, color=color, alpha=0.2, linewidth=0.6)
+            ax.plot(xs, _smoothed(values), color=color, linewidth=1.5, label=term)
+        ax.set_title(f"stage: {stage}", loc="left", fontsize=11)
         ax.set_xlabel("global step")
-        ax.set_ylabel("loss")
+        ax.set_ylabel("training loss (symlog)")
         ax.set_yscale("symlog", linthresh=1e-3)
-        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        # the metric that picks the kept epoch: validation mAP, or the teachers' validation loss
+        selection = [m for m in ("map", "loss") if m in data["val"]][:1]
+        for metric in selection:
+            xs, ys = data["val"][metric]
+            greater_is_better = metric == "map"
+            shown = "mAP" if greater_is_better else metric
+            twin = ax.twinx()
+            line = twin.plot(
+                xs, ys, "k-o", markersize=4, linewidth=1.2, label=f"validation {shown} (per epoch)"
+            )
+            best = int(np.argmax(ys) if greater_is_better else np.argmin(ys))
+            star = twin.plot(
+                [xs[best]], [ys[best]], "r*", markersize=13, label=f"kept epoch ({shown} {ys[best]:.4f})"
+            )
+            twin.set_ylabel(f"validation {shown}")
+            handles += line + star
+            labels += [h.get_label() for h in line + star]
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.14, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
-    atomic_write(out_path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    atomic_write(Path(out_path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
-    return out_path
+    return Path(out_path)

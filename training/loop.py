@@ -16,11 +16,11 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from accelerate.logging import get_logger
 from torch.optim.lr_scheduler import ReduceLROnPlateau
-from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from training.checkpointing import CheckpointManager, StageStore, TrainerState
+from training.console import format_metrics, get_logger, progress_bar
 
 logger = get_logger(__name__)
 
@@ -166,19 +166,14 @@ class UnitRunner:
                 self.store.save_best(spec.name, spec.best_tensors())
         state.history.append({"epoch": epoch, **metrics})
         acc.log({f"{spec.name}/val/{k}": v for k, v in metrics.items()}, step=state.global_step)
-        logger.info(f"[{spec.name}] epoch {epoch}: {metrics} (best {spec.metric} {state.best_metric:.4f})")
-
-    def run(self, spec: UnitSpec, resume_dir: Optional[Path] = None) -> dict[str, Any]:
-        """Train `spec` (resuming from `resume_dir` when given), keep its best epoch, mark it done."""
-        acc, state = self.accelerator, self.state
-        plateau = self._start(spec, resume_dir)
-        steps_per_epoch = len(spec.loader)
-        bar = tqdm(
-            total=spec.epochs * steps_per_epoch,
-            initial=state.epoch * steps_per_epoch + state.step_in_epoch,
-            desc=spec.name,
-            disable=not acc.is_local_main_process,
+        logger.info(
+            f"{spec.name} epoch {epoch + 1}/{spec.epochs}: {format_metrics(metrics)} "
+            f"(best {spec.metric} {state.best_metric:.4f} at epoch {state.best_epoch + 1})"
         )
+
+    def _epochs(self, spec: UnitSpec, plateau: Optional[ReduceLROnPlateau], bar: Any) -> None:
+        """The epochs of `spec` from the state's position: train steps, then validation per epoch."""
+        acc, state = self.accelerator, self.state
         # A run stopped early and killed before it was marked done resumes past its last epoch.
         stopped = state.epoch > 0 and _patience_exhausted(
             spec.early_stopping_patience, state.epoch - 1, state.best_epoch
@@ -222,10 +217,24 @@ class UnitRunner:
             self.checkpoints.save(acc, state)
             if _patience_exhausted(spec.early_stopping_patience, epoch, state.best_epoch):
                 logger.info(
-                    f"[{spec.name}] early stop after epoch {epoch}: no better {spec.metric} for "
-                    f"{spec.early_stopping_patience} epochs (best epoch {state.best_epoch})"
+                    f"{spec.name}: early stop after epoch {epoch + 1}: no better {spec.metric} for "
+                    f"{spec.early_stopping_patience} epochs (best epoch {state.best_epoch + 1})"
                 )
                 break
+
+    def run(self, spec: UnitSpec, resume_dir: Optional[Path] = None) -> dict[str, Any]:
+        """Train `spec` (resuming from `resume_dir` when given), keep its best epoch, mark it done."""
+        acc, state = self.accelerator, self.state
+        plateau = self._start(spec, resume_dir)
+        steps_per_epoch = len(spec.loader)
+        bar = progress_bar(
+            spec.epochs * steps_per_epoch,
+            state.epoch * steps_per_epoch + state.step_in_epoch,
+            spec.name,
+            acc.is_local_main_process,
+        )
+        with logging_redirect_tqdm():  # log lines print above the bar, not through it
+            self._epochs(spec, plateau, bar)
         bar.close()
         acc.wait_for_everyone()
         spec.load_best(self.store.load_best(spec.name))

@@ -38,19 +38,26 @@ ranked by Hamming distance.
 ## How to load and search
 
 ```python
+import numpy as np
 import torch
-import modeling_crcgs  # registers model_type "crcgs" with AutoModel
-from transformers import AutoModel
-from modeling_crcgs import pack_codes
+{% if remote %}from transformers import AutoModel, AutoProcessor
+
+# the model's code ships with it: no package to install
+model = AutoModel.from_pretrained("{{ repo_or_path }}", trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained("{{ repo_or_path }}", trust_remote_code=True)
+{% else %}import modeling_crcgs  # registers model_type "crcgs" with AutoModel / AutoProcessor
+from transformers import AutoModel, AutoProcessor
 
 model = AutoModel.from_pretrained("{{ repo_or_path }}").eval()
-image_features = torch.rand(5, model.config.image_input_dim)   # your pre-extracted image features
+processor = AutoProcessor.from_pretrained("{{ repo_or_path }}")
+{% endif %}image_features = torch.rand(5, model.config.image_input_dim)   # your pre-extracted image features
 text_features = torch.rand(100, model.config.text_input_dim)   # bag-of-words texts
 image_codes = model.get_image_hash_codes(image_features)       # int8 in {-1, +1}, (5, {{ hash_bits }})
 text_codes = model.get_text_hash_codes(text_features)
 hamming = (model.config.hash_bits - image_codes.float() @ text_codes.float().T) / 2
 ranking = hamming.argsort(dim=1, stable=True)                  # texts ranked for each image
-packed = pack_codes(text_codes)                                 # uint8 (100, {{ (hash_bits + 7) // 8 }}) for an index
+packed = np.packbits((text_codes > 0).numpy(), axis=1)         # uint8 (100, {{ (hash_bits + 7) // 8 }}) for an index (= pack_codes)
+print(processor.label_names)                                    # the label columns, also in model.config.id2label
 ```
 
 `model.get_image_features` / `get_text_features` give the continuous embeddings (cosine ranking).
@@ -118,7 +125,11 @@ def build_model_card(
     repo_or_path: str,
     hub_model_id: Optional[str] = None,
 ) -> Any:
-    """A `ModelCard` with model-index eval results (I2T/T2I mAP@all and mAP@k), usage and citation."""
+    """A `ModelCard` with model-index eval results (I2T/T2I mAP@all and mAP@k), usage and citation.
+
+    With `hub_model_id` the usage snippet loads from the Hub with ``trust_remote_code=True`` (the folder
+    carries the model's modules); without it, from the local folder after ``import modeling_crcgs``.
+    """
     from huggingface_hub import ModelCard, ModelCardData
 
     from modeling_crcgs.retrieval.evaluation import summary_markdown
@@ -127,9 +138,10 @@ def build_model_card(
     card_data = ModelCardData(
         model_name=name,
         library_name="transformers",
+        pipeline_tag="feature-extraction",
         license="apache-2.0",
         tags=["crcgs", "cross-modal-retrieval", "hashing", "image-text-retrieval"],
-        datasets=[dataset],
+        datasets=None,  # the data are local files (no Hub dataset id); named in the text and model-index
         metrics=["map"],
         eval_results=_eval_results(result, dataset),
     )
@@ -141,6 +153,7 @@ def build_model_card(
         dataset_name=DATASET_NAMES.get(dataset, dataset),
         summary=summary_markdown(result).strip(),
         repo_or_path=repo_or_path,
+        remote=hub_model_id is not None,
         settings=sorted(settings.items()),
         image_input_dim=config.image_input_dim,
         text_input_dim=config.text_input_dim,

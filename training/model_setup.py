@@ -6,8 +6,9 @@ Kept apart from the training loop so that other input kinds (raw-input towers) o
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -22,16 +23,29 @@ TEACHER_PREFIXES = ("teacher_i2t.", "teacher_t2i.")
 
 
 def build_config(
-    model_config: dict[str, Any], dims: DataDims, hash_bits: int, num_train_batches: int
+    model_config: dict[str, Any],
+    dims: DataDims,
+    hash_bits: int,
+    num_train_batches: int,
+    label_names: Optional[Sequence[str]] = None,
 ) -> CRCGSConfig:
     """`CRCGSConfig` from the user's values, the data's dims and one hash length.
 
+    `label_names` (the dataset's, one per label column) become `config.id2label` / `label2id`.
+
     `contrastive_n_data` left at None becomes the number of training batches per epoch: the release's
-    P_n = 1 / n_data (METHOD.md, student loss 4, release quirk).
+    P_n = 1 / n_data (docs/METHOD.md, student loss 4, release quirk).
     """
     values = dict(model_config)
     if values.get("contrastive_n_data") is None:
         values["contrastive_n_data"] = num_train_batches
+    if label_names is not None:
+        if len(label_names) != dims.num_labels:
+            raise ValueError(
+                f"label_names: {len(label_names)} names for {dims.num_labels} label columns of the data"
+            )
+        values["id2label"] = dict(enumerate(label_names))
+        values["label2id"] = {name: i for i, name in enumerate(label_names)}
     return CRCGSConfig(
         image_input_dim=dims.image_input_dim,
         text_input_dim=dims.text_input_dim,

@@ -8,12 +8,15 @@ The folder is assembled under a temp name beside it and renamed into place.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Optional
 
 from modeling_crcgs.utils import atomic_directory, atomic_write_text
 from training.model_card import build_model_card
 from training.model_setup import save_teachers
+
+logger = logging.getLogger(__name__)
 
 CARD_SETTINGS = (
     "student_epochs",
@@ -56,7 +59,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """The evaluator's result (eval_results.json shape) for the retrieval model on query vs database.
 
-    Backbone towers (issue 6) read the raw columns through ``processor`` (``evaluate_retrieval`` runs
+    Backbone towers read the raw columns through ``processor`` (``evaluate_retrieval`` runs
     ``feature_level_view``).
     """
     from modeling_crcgs.retrieval.evaluation import evaluate_retrieval
@@ -125,7 +128,37 @@ def results_table(results: dict[int, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def push_folders(folders: dict[int, Path], hub_model_id: str, private: bool) -> list[str]:
+def check_hub_access(
+    hub_model_id: str, hash_bits: list[int], private: bool, token: Optional[str] = None
+) -> list[str]:
+    """Before any training: the token is valid (``whoami``) and every repository exists or is created
+    (``create_repo(exist_ok=True)``), so that a bad token or a name owned by someone else fails in seconds,
+    not after the run. Returns the repository ids; raises `HubPushError` with one clear sentence."""
+    from huggingface_hub import create_repo, whoami
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    repo_ids = [hub_repo_id(hub_model_id, bits, len(hash_bits)) for bits in hash_bits]
+    try:
+        user = whoami(token=token)
+        for repo_id in repo_ids:
+            create_repo(repo_id, private=private, exist_ok=True, repo_type="model", token=token)
+    except OfflineModeIsEnabled as err:
+        raise HubPushError(
+            "--push_to_hub: offline mode is on (HF_HUB_OFFLINE=1), nothing would be uploaded; unset it or "
+            "drop --push_to_hub (the model folders can be uploaded later with `hf upload`)."
+        ) from err
+    except (HfHubHTTPError, OSError) as err:
+        raise HubPushError(
+            f"--push_to_hub: cannot use the Hub repositories {repo_ids} ({type(err).__name__}: {err}); check "
+            f"the token (--hub_token, HF_TOKEN or `hf auth login`) and that you may write to {hub_model_id!r}."
+        ) from err
+    logger.info(f"Hub: logged in as {user.get('name', '?')}; will push to {', '.join(repo_ids)}")
+    return repo_ids
+
+
+def push_folders(
+    folders: dict[int, Path], hub_model_id: str, private: bool, token: Optional[str] = None
+) -> list[str]:
     """Create each repository and upload its folder; raise `HubPushError` with one clear sentence."""
     from huggingface_hub import create_repo, upload_folder
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
@@ -134,9 +167,9 @@ def push_folders(folders: dict[int, Path], hub_model_id: str, private: bool) -> 
     for bits, folder in sorted(folders.items()):
         repo_id = hub_repo_id(hub_model_id, bits, len(folders))
         try:
-            create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            create_repo(repo_id, private=private, exist_ok=True, repo_type="model", token=token)
             info = upload_folder(
-                repo_id=repo_id, folder_path=str(folder), commit_message="Upload CRCGS model"
+                repo_id=repo_id, folder_path=str(folder), commit_message="Upload CRCGS model", token=token
             )
         except OfflineModeIsEnabled as err:
             raise HubPushError(

@@ -1,7 +1,7 @@
-"""Raw images and captions in training (issue 6): the teachers' fixed features and the student's raw inputs.
+"""Raw images and captions in training: the teachers' fixed features and the student's raw inputs.
 
 A tower with a backbone (``vision_backbone``/``vision_config``, ``text_backbone``/``text_config`` in
-``--model_config``) reads raw inputs while the teachers keep fixed features (METHOD.md, network 3: the
+``--model_config``) reads raw inputs while the teachers keep fixed features (docs/METHOD.md, network 3: the
 release fine-tunes its CNN on raw images, "teachers always take the pre-extracted features"):
 
 - image side: ``image_features`` = the pooled output of the frozen pretrained image backbone, computed once

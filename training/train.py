@@ -23,10 +23,10 @@ from typing import Any, Optional
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 
-from modeling_crcgs import CRCGSForPreTraining
+from dataset_scripts import label_names
+from modeling_crcgs import CRCGSForPreTraining, CRCGSProcessor
 from modeling_crcgs.utils import atomic_write_text
 from training.arguments import parse_args, resolved_arguments
 from training.checkpointing import (
@@ -35,6 +35,7 @@ from training.checkpointing import (
     StageStore,
     TrainerState,
 )
+from training.console import get_logger, quiet_library_bars
 from training.data import FEATURE_COLUMNS, data_dims, load_splits
 from training.logging_utils import LOG_NAME, plot_loss_curves, select_trackers
 from training.loop import NonFiniteLossError, UnitRunner
@@ -47,6 +48,7 @@ from training.model_setup import (
 )
 from training.publishing import (
     HubPushError,
+    check_hub_access,
     evaluate_model,
     hub_repo_id,
     model_folder_name,
@@ -145,9 +147,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
+    quiet_library_bars()
     for name in missing_trackers:
         logger.warning(f"--report_to {name}: the package is not installed; logging to JSONL only")
     check_output_dir(output_dir, args.overwrite_output_dir, args.resume_from_checkpoint)
+    if args.push_to_hub:  # a bad token or repo fails now, not after training (on every process: none waits)
+        check_hub_access(args.hub_model_id, model_args.hash_bits, args.hub_private, args.hub_token)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if args.overwrite_output_dir and not args.resume_from_checkpoint:
@@ -164,8 +169,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     # 3. Data.
     with accelerator.main_process_first():
         splits = load_splits(data_args, required_columns(model_args.model_config, FEATURE_COLUMNS))
-    # Raw images/captions (backbone towers, issue 6): the teachers' fixed features and the raw transform.
-    splits, processor = prepare_raw_splits(
+    # Raw images/captions (backbone towers): the teachers' fixed features and the raw transform.
+    splits, raw_processor = prepare_raw_splits(
         splits,
         model_args.model_config,
         output_dir,
@@ -174,11 +179,15 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         data_args.bow_max_size,
     )
     dims = data_dims(splits["train"])
+    names = label_names(splits["train"])
+    # Every model folder gets a processor (auto_map, label names); raw towers' one also tokenizes.
+    processor = raw_processor if raw_processor is not None else CRCGSProcessor(label_names=names)
+    processor.label_names = names
     num_batches = math.ceil(len(splits["train"]) / args.student_batch_size)
     logger.info(f"data {data_args.dataset}: {dict((k, len(v)) for k, v in splits.items())}, dims {dims}")
 
     # 4. Model (the student's config with the first code length; each hash length gets its own head).
-    config = build_config(model_args.model_config, dims, model_args.hash_bits[0], num_batches)
+    config = build_config(model_args.model_config, dims, model_args.hash_bits[0], num_batches, names)
     set_seed(args.seed)
     model = CRCGSForPreTraining(config)
     normalized = fit_input_normalizers(model, splits["train"])
@@ -230,7 +239,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         )
     for bits in model_args.hash_bits if "hash" in args.stages else []:
         set_seed(args.seed + bits)
-        hash_model = hash_model_from(model, build_config(model_args.model_config, dims, bits, num_batches))
+        hash_model = hash_model_from(
+            model, build_config(model_args.model_config, dims, bits, num_batches, names)
+        )
         unit = f"hash-{bits}"
         summaries[unit] = run_or_restore(
             runner,
@@ -240,7 +251,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             resume,
         )
         accelerator.free_memory()
-        results[bits] = evaluate_model(accelerator, hash_model, splits, data_args.dataset, args, processor)
+        results[bits] = evaluate_model(
+            accelerator, hash_model, splits, data_args.dataset, args, raw_processor
+        )
         folders[bits] = output_dir / model_folder_name(data_args.dataset, bits)
         if accelerator.is_main_process:
             hub_id = (
@@ -249,8 +262,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             write_model_folder(
                 hash_model, results[bits], folders[bits], data_args.dataset, resolved, summaries, hub_id
             )
-            if processor is not None:  # raw-input towers: the processor travels with the model
-                save_processor(processor, folders[bits])
+            save_processor(processor, folders[bits])
         accelerator.wait_for_everyone()
 
     # 9. Results table, loss curves, run summary.
@@ -263,9 +275,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "num_processes": accelerator.num_processes,
     }
     if accelerator.is_main_process:
-        curves = plot_loss_curves(output_dir / "logs" / LOG_NAME, output_dir / "logs" / "loss_curves.png")
-        for folder in folders.values():
-            shutil.copyfile(curves, folder / curves.name)
+        log = output_dir / "logs" / LOG_NAME
+        plot_loss_curves(log, output_dir / "logs" / "loss_curves.png")
+        for bits, folder in folders.items():  # a model folder shows its own hash head only
+            plot_loss_curves(log, folder / "loss_curves.png", ["teachers", "student", f"hash-{bits}"])
         if results:
             table = results_table(results)
             atomic_write_text(output_dir / "results.md", table + "\n")
@@ -276,7 +289,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     # 10. Push to the Hub.
     if args.push_to_hub and accelerator.is_main_process and folders:
-        for url in push_folders(folders, args.hub_model_id, args.hub_private):
+        for url in push_folders(folders, args.hub_model_id, args.hub_private, args.hub_token):
             logger.info(f"pushed {url}")
     return summary
 

@@ -4,7 +4,7 @@ Protocol (deterministic, every validation item exactly once): the validation spl
 by a sequential, sharded loader; `gather_for_metrics` drops the padding Accelerate adds to an uneven
 last batch, so every process holds each item once. The validation split is then both the query set and
 the database: image queries rank the texts (I2T) and text queries rank the images (T2I); relevance is
-sharing at least one label; the score is mAP@all (METHOD.md) averaged over I2T and T2I. The student
+sharing at least one label; the score is mAP@all (docs/METHOD.md) averaged over I2T and T2I. The student
 is scored on its continuous common-space embeddings (cosine), a hash head on its codes (Hamming).
 The release instead scores a random 1000-sample subset; this protocol has no sampling noise.
 """

@@ -1,6 +1,6 @@
 """Compiled (numba) single-pass ranking kernels for the retrieval metrics of :mod:`modeling_crcgs.retrieval.metrics`.
 
-Same protocol as there (METHOD.md, "mAP@all and mAP@k, exactly"): ascending distance, ties by ascending
+Same protocol as there (docs/METHOD.md, "mAP@all and mAP@k, exactly"): ascending distance, ties by ascending
 database index, ``rel_n = 1`` when query and item share a label, and
 
     AP_k(q) = (1 / R_k) * sum_{n <= k} rel_n * (sum_{m <= n} rel_m) / n     (0 when R_k = 0).

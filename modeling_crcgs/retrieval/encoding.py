@@ -1,6 +1,6 @@
 """Encode dataset splits into common-space embeddings and packed hash codes, in memory or as shards on disk.
 
-The embedding of an item is its common-space representation (``u`` for images, ``v`` for texts, METHOD.md)
+The embedding of an item is its common-space representation (``u`` for images, ``v`` for texts, docs/METHOD.md)
 from ``model.get_image_features`` / ``model.get_text_features``; its hash code is
 ``model.hash_codes_from_embeddings(embedding)`` (int8 in {-1, +1}), stored packed with
 :func:`modeling_crcgs.hashing.pack_codes`.

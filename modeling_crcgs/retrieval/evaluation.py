@@ -1,6 +1,6 @@
 """Retrieval evaluation of a CRCGS model: encode the query and database splits, rank, score, report.
 
-Protocol (METHOD.md): image queries retrieve database texts (I2T) and text queries retrieve database
+Protocol (docs/METHOD.md): image queries retrieve database texts (I2T) and text queries retrieve database
 images (T2I); an item is relevant when it shares a label with the query; scores are mAP@all and mAP@k
 with k = number of queries (the paper's table), ties broken by ascending database index. Both the hash
 codes (Hamming ranking, the headline) and the continuous common-space embeddings (cosine ranking) are
@@ -365,11 +365,24 @@ def _save_figure(figure: Any, path: Path) -> None:
 
 
 def _plot_pr_curves(result: dict, path: Path) -> None:
-    """Precision-recall: Hamming ball radius sweep (codes) and top-k sweep (continuous), I2T and T2I."""
+    """Precision-recall: Hamming ball radius sweep (codes) and top-k sweep (continuous), I2T and T2I.
+
+    The figure states the convention of the Hamming curve: a query whose ball of radius r is empty counts
+    with precision 0 and recall 0 at that r (``precision_recall_curve``), which is why its first points
+    can sit low."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6.4, 4.8))
+    figure = Figure(figsize=(6.4, 5.4))
     axes = figure.add_subplot()
+    figure.subplots_adjust(bottom=0.22)
+    figure.text(
+        0.5,
+        0.02,
+        "Hamming curve: one point per radius r = 0..K; a query with no database item within r\n"
+        "counts with precision 0 and recall 0 at that r (mean over all queries).",
+        ha="center",
+        fontsize="small",
+    )
     for direction, label in (("i2t", "I2T"), ("t2i", "T2I")):
         hamming = result["curves"]["hamming"][direction]["pr_curve"]
         axes.plot(hamming["recall"], hamming["precision"], marker=".", label=f"{label}, Hamming radius 0..K")

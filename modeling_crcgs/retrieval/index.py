@@ -4,7 +4,7 @@ For people who use a trained model: build an index from a dataset split (or from
 :func:`modeling_crcgs.retrieval.encoding.encode_dataset_to_shards`), save it, load it elsewhere, and search it with
 packed query codes or with raw features encoded by the model.
 
-Distance: the Hamming distance between two K-bit codes, ``d_H(a, b) = (K - a.b) / 2`` (METHOD.md), i.e.
+Distance: the Hamming distance between two K-bit codes, ``d_H(a, b) = (K - a.b) / 2`` (docs/METHOD.md), i.e.
 the popcount of the XOR of their packed rows (:func:`modeling_crcgs.hashing.pack_codes` layout).
 
 Kinds:

@@ -1,7 +1,7 @@
 """Cross-modal retrieval metrics: mAP@all / mAP@k, precision@k and recall@k curves, Hamming precision-recall
 curve, precision within Hamming radius 2, NDCG@k.
 
-Protocol (METHOD.md, "mAP@all and mAP@k, exactly"): a query q ranks every database item by ascending
+Protocol (docs/METHOD.md, "mAP@all and mAP@k, exactly"): a query q ranks every database item by ascending
 distance, ties broken by ascending database index (a stable sort); item n of the ranking is relevant,
 ``rel_n = 1``, when it shares at least one label with the query. Then
 
@@ -592,7 +592,7 @@ def mean_average_precision(
     chunk_size: Optional[int] = None,
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
 ) -> float:
-    """Mean average precision over the top ``top_k`` of each query's ranking (METHOD.md, exactly).
+    """Mean average precision over the top ``top_k`` of each query's ranking (docs/METHOD.md, exactly).
 
     ``AP_k(q) = (1/R_k) sum_{n<=k} rel_n P(n)`` with ``P(n) = (sum_{m<=n} rel_m)/n``, ``AP_k(q) = 0`` when
     no relevant item is in the top k, averaged over all queries. Ranking: ascending distance, ties by

@@ -140,9 +140,11 @@ def test_processor_bad_inputs(tmp_path, image_processor, tokenizer):
         processor(images=[])
     with pytest.raises(ValueError, match=r"text\[1\] is empty"):
         processor(text=["a dog", ""])
-    with pytest.raises(ValueError, match="needs images, text or both"):
+    with pytest.raises(ValueError, match="needs images, text, image_features or text_features"):
         processor()
-    with pytest.raises(ValueError, match="needs an image_processor, a tokenizer or a bow_vocabulary"):
+    with pytest.raises(
+        ValueError, match="needs an image_processor, a tokenizer, a bow_vocabulary or label_names"
+    ):
         CRCGSProcessor(None, None)
     with pytest.raises(ValueError, match="has no image_processor"):
         CRCGSProcessor(None, tokenizer)(images=[good])
@@ -154,7 +156,10 @@ def test_processors_with_absent_parts_round_trip(tmp_path, image_processor):
     """A BoW model's processor is its vocabulary alone; an image-only one has no tokenizer."""
     bow_only = CRCGSProcessor(bow_vocabulary=build_bow_vocabulary(CAPTIONS, min_count=2), bow_min_count=2)
     bow_only.save_pretrained(tmp_path / "bow")
-    assert sorted(os.listdir(tmp_path / "bow")) == ["processor_config.json"]
+    files = sorted(os.listdir(tmp_path / "bow"))  # + the module files that trust_remote_code loads
+    assert [f for f in files if not f.endswith(".py")] == [
+        "processor_config.json"
+    ] and "processing_crcgs.py" in files
     loaded = AutoProcessor.from_pretrained(tmp_path / "bow")
     assert loaded.image_processor is None and loaded.tokenizer is None and loaded.bow_min_count == 2
     batch = loaded(text=[["dog", "sky"], "the sea"])
@@ -169,3 +174,19 @@ def test_processors_with_absent_parts_round_trip(tmp_path, image_processor):
     assert loaded.tokenizer is None and loaded.bow_vocabulary is None
     path = _png(tmp_path / "i.png", 3)
     torch.testing.assert_close(loaded(images=path)["pixel_values"], image_only(images=path)["pixel_values"])
+
+
+def test_feature_processor_carries_label_names_and_checks_matrices(tmp_path):
+    processor = CRCGSProcessor(label_names=["dog", "sky"])
+    batch = processor(image_features=np.ones((3, 4)), text_features=[[0, 1], [1, 0], [1, 1]])
+    assert batch["image_features"].dtype == torch.float32 and batch["text_features"].shape == (3, 2)
+    with pytest.raises(ValueError, match=r"image_features must be a 2-D .* got shape \(4,\)"):
+        processor(image_features=np.ones(4))
+    with pytest.raises(ValueError, match="label_names must be a non-empty list of unique strings"):
+        CRCGSProcessor(label_names=["dog", "dog"])
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["label_names"] == ["dog", "sky"]
+    assert saved["auto_map"]["AutoProcessor"] == "processing_crcgs.CRCGSProcessor"
+    assert (tmp_path / "processing_crcgs.py").is_file() and (tmp_path / "bag_of_words.py").is_file()
+    assert AutoProcessor.from_pretrained(tmp_path).label_names == ["dog", "sky"]

@@ -106,3 +106,20 @@ def test_script_runs_from_any_directory(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr
     assert "--model_dir" in completed.stdout and "--top_k" in completed.stdout
+
+
+def test_dataset_options_come_from_the_runs_training_args(tmp_path):
+    from evaluation.encode_dataset import DatasetArguments
+    from evaluation.run_evaluation import dataset_of_run
+
+    record = {"dataset": "synthetic", "data_dir": None, "dataset_options": {"num_train": 3000}}
+    (tmp_path / "training_args.json").write_text(json.dumps(record))
+    from_run = dataset_of_run(DatasetArguments(), str(tmp_path))
+    assert (from_run.dataset, from_run.dataset_options) == ("synthetic", {"num_train": 3000})
+    given = dataset_of_run(
+        DatasetArguments(dataset="synthetic", dataset_options='{"num_train": 10}'), str(tmp_path)
+    )
+    assert given.dataset_options == {"num_train": 10}  # a given flag wins
+    other = dataset_of_run(DatasetArguments(dataset="features", data_dir=str(tmp_path)), str(tmp_path))
+    assert other.dataset == "features" and other.dataset_options == {}  # another dataset: nothing borrowed
+    assert dataset_of_run(DatasetArguments(), str(tmp_path / "no-run")).dataset is None

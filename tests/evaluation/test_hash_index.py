@@ -39,7 +39,7 @@ def tied_codes():
 def test_flat_equals_reference_including_ties(tied_codes):
     signs, database, queries = tied_codes
     dist = hamming_reference(queries, database)
-    # the reference distances are the METHOD.md formula on sign codes: (K - a.b) / 2
+    # the reference distances are the docs/METHOD.md formula on sign codes: (K - a.b) / 2
     sign_dist = (12 - signs[600:].astype(np.int64) @ signs[:600].astype(np.int64).T) // 2
     np.testing.assert_array_equal(dist, sign_dist)
     k = 57
@@ -206,7 +206,7 @@ def test_search_features_with_a_tiny_model():
 
     text = rng.normal(size=(7, 10)).astype(np.float32)
     ids, distances = index.search_features(model, text_features=text, k=9, batch_size=3)
-    # reference: sign codes from the model, distances by METHOD.md's (K - a.b) / 2, stable sort
+    # reference: sign codes from the model, distances by docs/METHOD.md's (K - a.b) / 2, stable sort
     image_signs = model.get_image_hash_codes(torch.from_numpy(image)).numpy().astype(np.int64)
     text_signs = model.get_text_hash_codes(torch.from_numpy(text)).numpy().astype(np.int64)
     dist = (16 - text_signs @ image_signs.T) // 2

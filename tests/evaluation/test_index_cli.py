@@ -11,6 +11,7 @@ import pytest
 import torch
 from crcgs_test_utils import save_tiny_crcgs_model
 
+from dataset_scripts import label_names
 from evaluation import build_index, search
 from evaluation.encode_dataset import DatasetArguments, load_split
 from modeling_crcgs import CRCGSModel, pack_codes
@@ -77,14 +78,32 @@ def _search_by_rows(tmp_path, model_dir, model, queries, index):
             "3",
             "7",
         ]
-        + ["--query_modality", "text", "--k", "5", "--output_file", str(out_file)]
+        + ["--query_modality", "text", "--k", "5", "--format", "json", "--output_file", str(out_file)]
     )
     result = json.loads(out_file.read_text())
     text = torch.tensor(np.asarray(queries.select(rows)["text_features"]))
     expected_ids, expected_dist = index.search(pack_codes(model.get_text_hash_codes(text).numpy()), 5)
-    assert [r["query"] for r in result["results"]] == [queries[r]["index"] for r in rows]
+    assert [r["query_row"] for r in result["results"]] == rows
+    assert [r["query_id"] for r in result["results"]] == [queries[r]["index"] for r in rows]
+    assert result["query_modality"] == "text" and result["direction"] == "text -> image"
+    # each result item: the database row's label names and whether it shares a label with its query
+    database = _split("database")
+    names = label_names(database)
+    row_of = {item_id: row for row, item_id in enumerate(database["index"])}
+    for query_row, query in zip(rows, result["results"], strict=True):
+        query_labels = np.asarray(queries[query_row]["labels"], dtype=bool)
+        for item_id, item in zip(query["ids"], query["items"], strict=True):
+            labels = np.asarray(database[row_of[item_id]]["labels"], dtype=bool)
+            assert item["labels"] == [n for n, on in zip(names, labels, strict=True) if on]
+            assert item["shares_label"] == bool((labels & query_labels).any())
     assert [r["ids"] for r in result["results"]] == expected_ids.tolist()
     assert [r["distances"] for r in result["results"]] == expected_dist.tolist()
+    table = search.format_table(result)
+    assert "query row 3 (id " in table and "text -> image" in table
+    first = query["items"][0]
+    assert (
+        f"{query['ids'][0]:>8}  {query['distances'][0]:>4}  {'*' if first['shares_label'] else ' '}" in table
+    )
     return text, expected_ids, expected_dist
 
 

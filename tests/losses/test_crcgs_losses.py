@@ -1,4 +1,4 @@
-"""Every CRCGS loss against a naive per-sample loop of the METHOD.md formula, in float64."""
+"""Every CRCGS loss against a naive per-sample loop of the docs/METHOD.md formula, in float64."""
 
 import math
 

@@ -49,7 +49,7 @@ def test_hamming_distance_is_popcount_of_xor():
     pa, pb = pack_codes(a).numpy(), pack_codes(b).numpy()
     xor = np.bitwise_xor(pa[:, None, :], pb[None, :, :])
     popcount = np.unpackbits(xor, axis=2).sum(axis=2)
-    expected = (bits - a.int() @ b.int().T) // 2  # METHOD.md: d_H = (K - a.b) / 2
+    expected = (bits - a.int() @ b.int().T) // 2  # docs/METHOD.md: d_H = (K - a.b) / 2
     np.testing.assert_array_equal(popcount, expected.numpy())
 
 

@@ -122,3 +122,42 @@ def test_config_file_errors(tmp_path):
         parse_args(["--config", str(tmp_path / "missing.yaml")])
     with pytest.raises(ValueError, match="not used"):
         parse_args(["--dataset", "synthetic", "--no_such_flag", "1"])
+
+
+def test_transformers_names_set_every_stage_that_its_own_flag_does_not(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    _, _, args = parse_args(
+        [
+            "--dataset", "synthetic",
+            "--num_train_epochs", "3", "--student_epochs", "5",
+            "--per_device_train_batch_size", "4", "--hash_batch_size=10",
+            "--learning_rate", "0.01", "--teacher_learning_rate", "0.5",
+            "--save_total_limit", "1", "--hub_private_repo", "true",
+        ]
+    )  # fmt: skip
+    assert (args.teacher_epochs, args.student_epochs, args.hash_epochs) == (3, 5, 3)
+    # per device x 2 processes = the global batch; an explicit stage flag keeps its (global) value
+    assert (args.teacher_batch_size, args.student_batch_size, args.hash_batch_size) == (8, 8, 10)
+    assert args.teacher_learning_rate == 0.5
+    assert args.student_learning_rate == args.discriminator_learning_rate == args.hash_learning_rate == 0.01
+    assert args.checkpoints_total_limit == 1 and args.hub_private is True
+
+
+def test_without_transformers_names_the_stage_values_stay():
+    _, _, args = parse_args(["--dataset", "synthetic"])
+    _, _, ref = parse_args(["--dataset", "synthetic", "--student_epochs", str(args.student_epochs)])
+    assert (args.teacher_epochs, args.student_batch_size, args.hash_learning_rate) == (
+        ref.teacher_epochs,
+        ref.student_batch_size,
+        ref.hash_learning_rate,
+    )
+    with pytest.raises(ValueError, match="num_train_epochs"):
+        parse_args(["--dataset", "synthetic", "--num_train_epochs", "0"])
+
+
+def test_hub_token_is_not_written_to_the_resolved_arguments():
+    from training.arguments import resolved_arguments
+
+    data_args, model_args, args = parse_args(["--dataset", "synthetic", "--hub_token", "hf_secret"])
+    assert args.hub_token == "hf_secret"
+    assert "hf_secret" not in json.dumps(resolved_arguments(data_args, model_args, args), default=str)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from kill_resume import run_and_kill, run_to_end
 from safetensors.torch import load_file
-from tiny_training_config import tiny_config, write_config
+from tiny_training_config import TINY_DATASET, tiny_config, write_config
 
 from training.logging_utils import read_log
 from training.publishing import HubPushError, push_folders
@@ -183,3 +183,106 @@ def test_run_killed_in_a_later_student_epoch_and_mid_hash_stage_resumes_exactly(
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+_NO_PACKAGE_LOAD = r"""
+import sys
+
+import numpy as np
+
+BLOCKED = ("modeling_crcgs", "dataset_scripts", "training", "evaluation")
+
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked: {name}")
+        return None
+
+
+sys.meta_path.insert(0, Block())
+import torch
+from transformers import AutoModel, AutoProcessor
+
+folder, features, out = sys.argv[1:4]
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+x = np.load(features, allow_pickle=False)
+batch = processor(image_features=x[:, : model.config.image_input_dim], text_features=x[:, model.config.image_input_dim :])
+with torch.no_grad():
+    codes = torch.cat([model.get_image_hash_codes(batch["image_features"]), model.get_text_hash_codes(batch["text_features"])])
+assert not [m for m in sys.modules if m.split(".")[0] in BLOCKED]
+np.save(out, codes.numpy())
+print(type(processor).__name__, "|".join(processor.label_names), "|".join(model.config.id2label.values()))
+"""
+
+
+def test_model_folder_loads_with_remote_code_where_the_package_cannot_be_imported(finished_run, tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    import numpy as np
+    from transformers import AutoModel
+
+    import modeling_crcgs  # noqa: F401  (registers model_type "crcgs" in this process)
+    from dataset_scripts import label_names, load_crcgs_dataset
+
+    out, _, _ = finished_run
+    folder = shutil.copytree(out / "synthetic-16bits", tmp_path / "copied")
+    assert json.loads((folder / "processor_config.json").read_text())["auto_map"]["AutoProcessor"]
+    model = AutoModel.from_pretrained(folder).eval()
+    dims = (model.config.image_input_dim, model.config.text_input_dim)
+    features = np.random.default_rng(0).random((6, sum(dims)), dtype=np.float32)
+    np.save(tmp_path / "x.npy", features)
+    script = tmp_path / "load.py"
+    script.write_text(_NO_PACKAGE_LOAD)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
+    done = subprocess.run(
+        [sys.executable, str(script), str(folder), str(tmp_path / "x.npy"), str(tmp_path / "codes.npy")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with torch.no_grad():
+        want = torch.cat(
+            [
+                model.get_image_hash_codes(torch.from_numpy(features[:, : dims[0]])),
+                model.get_text_hash_codes(torch.from_numpy(features[:, dims[0] :])),
+            ]
+        )
+    np.testing.assert_array_equal(np.load(tmp_path / "codes.npy"), want.numpy())
+    names = label_names(load_crcgs_dataset("synthetic", **TINY_DATASET)["train"])
+    processor_class, processor_names, config_names = done.stdout.strip().splitlines()[-1].split(" ")
+    assert processor_class == "CRCGSProcessor"
+    assert processor_names.split("|") == config_names.split("|") == names
+    assert not any(name.startswith("LABEL_") for name in names)
+
+
+def test_model_card_metadata_and_remote_code_snippet(finished_run):
+    from huggingface_hub import ModelCard
+
+    from training.model_card import build_model_card
+
+    out, _, _ = finished_run
+    folder = out / "synthetic-16bits"
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.pipeline_tag == "feature-extraction" and card.data.library_name == "transformers"
+    assert not card.data.datasets  # local data: no invented Hub dataset id
+    assert "trust_remote_code" not in card.text and "import modeling_crcgs" in card.text
+    result = json.loads((folder / "eval_results.json").read_text())
+    model_config = json.loads((folder / "config.json").read_text())
+    config = type("Config", (), model_config)
+    remote = build_model_card(result, "synthetic", config, {}, "my-org/crcgs-16", "my-org/crcgs-16")
+    assert 'AutoModel.from_pretrained("my-org/crcgs-16", trust_remote_code=True)' in remote.text
+    assert "import modeling_crcgs" not in remote.text
+
+
+def test_push_to_hub_checks_the_hub_before_training(tmp_path):
+    config = write_config(tmp_path / "tiny.json", tiny_config(tmp_path / "out"))
+    with pytest.raises(HubPushError, match="offline mode is on"):
+        main(_argv(config, "--push_to_hub", "--hub_model_id", "my-org/crcgs-tiny", "--hub_token", "hf_x"))
+    assert not (tmp_path / "out" / "stages").exists() and not list((tmp_path / "out").glob("synthetic-*"))
