@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -27,7 +26,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 
 from modeling_crcgs import CRCGSForPreTraining
-from modeling_crcgs.utils import atomic_write_text
+from modeling_crcgs.utils import atomic_write_text, run_command
 from training.arguments import parse_args, resolved_arguments
 from training.checkpointing import (
     STATE_NAME,
@@ -36,6 +35,7 @@ from training.checkpointing import (
     TrainerState,
 )
 from training.data import FEATURE_COLUMNS, data_dims, load_splits
+from training.fingerprint import fingerprint_differences, run_fingerprint
 from training.logging_utils import LOG_NAME, plot_loss_curves, select_trackers
 from training.loop import NonFiniteLossError, UnitRunner
 from training.model_setup import (
@@ -55,6 +55,7 @@ from training.publishing import (
     write_model_folder,
 )
 from training.raw_inputs import prepare_raw_splits, required_columns, save_processor
+from training.run_files import RunFiles
 from training.stages import hash_model_from, hash_unit, student_unit, teacher_unit
 
 logger = get_logger(__name__)
@@ -70,8 +71,11 @@ def finished_models(output_dir: Path) -> list[Path]:
     )
 
 
-def check_output_dir(output_dir: Path, overwrite: bool, resume: Optional[str]) -> None:
-    """Refuse to clobber a finished model or to start over an unfinished run by accident."""
+def check_output_dir(
+    output_dir: Path, overwrite: bool, resume: Optional[str], model_folders: list[str]
+) -> None:
+    """Refuse to clobber a finished model, to start over an unfinished run by accident, or to replace a
+    model folder holding files this trainer did not write."""
     finished = finished_models(output_dir)
     if finished and not overwrite:
         raise ValueError(
@@ -84,17 +88,15 @@ def check_output_dir(output_dir: Path, overwrite: bool, resume: Optional[str]) -
             f"--output_dir {output_dir} holds an unfinished run ({unfinished[0]}); pass "
             "--resume_from_checkpoint latest to continue it or --overwrite_output_dir to start over"
         )
-
-
-def clear_previous_run(output_dir: Path) -> None:
-    """Remove what a previous run left (state, logs, model folders) before starting over."""
-    for name in ("checkpoints", "stages", "logs"):
-        shutil.rmtree(output_dir / name, ignore_errors=True)
-    for path in finished_models(output_dir):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink()
+    foreign = [
+        f for name in model_folders for f in RunFiles(output_dir).in_the_way([name]) if name in f.parts
+    ]
+    if foreign and not overwrite:
+        raise ValueError(
+            f"--output_dir {output_dir}: the model folder {foreign[0].parent} this run writes holds files "
+            f"it did not write ({', '.join(f.name for f in foreign[:5])}); move them or choose another "
+            "--output_dir"
+        )
 
 
 def flat_config(values: dict[str, Any]) -> dict[str, Any]:
@@ -126,6 +128,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     # 1. Arguments (flags, or a YAML/JSON file with --config plus overriding flags).
     data_args, model_args, args = parse_args(argv)
     output_dir = Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output_dir {output_dir} is a file, not a folder")
     resolved = resolved_arguments(data_args, model_args, args)
 
     # 2. Accelerator, logging, output folder.
@@ -147,13 +151,16 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
     for name in missing_trackers:
         logger.warning(f"--report_to {name}: the package is not installed; logging to JSONL only")
-    check_output_dir(output_dir, args.overwrite_output_dir, args.resume_from_checkpoint)
+    model_folders = [model_folder_name(data_args.dataset, bits) for bits in model_args.hash_bits]
+    check_output_dir(output_dir, args.overwrite_output_dir, args.resume_from_checkpoint, model_folders)
+    run_files = RunFiles(output_dir)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if args.overwrite_output_dir and not args.resume_from_checkpoint:
-            clear_previous_run(output_dir)
+            run_files.clear(model_folders)
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output_dir / "training_args.json", _json(resolved))
+        run_files.record("training_args.json")
     accelerator.wait_for_everyone()
     accelerator.init_trackers("crcgs", config=flat_config(resolved))
     logger.info(
@@ -173,6 +180,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         data_args.bow_min_count,
         data_args.bow_max_size,
     )
+    if accelerator.is_main_process:
+        run_files.record("teacher_features")
     dims = data_dims(splits["train"])
     num_batches = math.ceil(len(splits["train"]) / args.student_batch_size)
     logger.info(f"data {data_args.dataset}: {dict((k, len(v)) for k, v in splits.items())}, dims {dims}")
@@ -187,12 +196,20 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     # 5. Resume point and the runner shared by all units of work.
     checkpoints = CheckpointManager(output_dir, args.checkpoints_total_limit)
+    fingerprint = run_fingerprint(resolved, {k: len(v) for k, v in splits.items()}, dims)
     resume = None
     if args.resume_from_checkpoint:
         resume_dir = checkpoints.resolve(args.resume_from_checkpoint)
         resume = (resume_dir, TrainerState.from_file(resume_dir / STATE_NAME))
+        differences = fingerprint_differences(resume[1].fingerprint, fingerprint)
+        if differences:
+            raise ValueError(
+                f"--resume_from_checkpoint: {resume_dir} was trained with other data or settings; resume "
+                "with the same ones or start over with --overwrite_output_dir. Differences: "
+                + "; ".join(differences)
+            )
         logger.info(f"resuming from {resume_dir} (unit {resume[1].unit}, epoch {resume[1].epoch})")
-    state = resume[1] if resume else TrainerState()
+    state = resume[1] if resume else TrainerState(fingerprint=fingerprint)
     runner = UnitRunner(
         accelerator,
         state,
@@ -251,6 +268,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             )
             if processor is not None:  # raw-input towers: the processor travels with the model
                 save_processor(processor, folders[bits])
+            run_files.record(folders[bits].name)
         accelerator.wait_for_everyone()
 
     # 9. Results table, loss curves, run summary.
@@ -273,6 +291,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             for bits, folder in sorted(folders.items()):
                 accelerator.print(f"model ({bits} bits): {folder.resolve()}")
         atomic_write_text(output_dir / RUN_SUMMARY, _json(summary))
+        run_files.record(RUN_SUMMARY, "results.md", "logs", *(f.name for f in folders.values()))
 
     # 10. Push to the Hub.
     if args.push_to_hub and accelerator.is_main_process and folders:
@@ -288,12 +307,8 @@ def _json(value: Any) -> str:
 
 
 def cli() -> None:
-    """Run `main`; a known failure ends the process with its one-line message and exit status 1."""
-    try:
-        main()
-    except (NonFiniteLossError, HubPushError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    """Run `main`; a user error or a known failure ends the process with ``error: ...`` and exit status 2."""
+    run_command(main, (NonFiniteLossError, HubPushError))
 
 
 if __name__ == "__main__":
