@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+from modeling_crcgs.configuration_crcgs import check_known_config_keys
+
 # The trainer's units, in order (the model's forward stages are modeling_crcgs.modeling_crcgs.FORWARD_STAGES).
 TRAINING_STAGES = ("teachers", "student", "hash")
 # Shipped settings picked when --dataset names one of these and no --config is given.
@@ -133,6 +135,10 @@ class ModelArguments:
             raise ValueError(f"--hash_bits: expected distinct lengths, got {self.hash_bits!r}")
         self.hash_bits = [int(k) for k in self.hash_bits]
         self.model_config = _as_mapping("model_config", self.model_config)
+        try:
+            check_known_config_keys(self.model_config)
+        except ValueError as err:
+            raise ValueError(f"--model_config: {err}") from None
         for key in ("image_input_dim", "text_input_dim", "num_labels", "hash_bits"):
             if key in self.model_config:
                 raise ValueError(

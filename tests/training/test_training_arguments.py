@@ -122,3 +122,10 @@ def test_config_file_errors(tmp_path):
         parse_args(["--config", str(tmp_path / "missing.yaml")])
     with pytest.raises(ValueError, match="not used"):
         parse_args(["--dataset", "synthetic", "--no_such_flag", "1"])
+
+
+def test_model_config_typo_is_refused_naming_the_closest_field():
+    with pytest.raises(
+        ValueError, match="--model_config: CRCGSConfig has no field 'commn_dim'; did you mean 'common_dim'"
+    ):
+        parse_args(["--dataset", "synthetic", "--model_config", json.dumps({"commn_dim": 64})])
