@@ -71,15 +71,15 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
                 "--output_dir",
                 str(tmp / "e"),
             ],
-            "no such folder",
+            "config.json",
         ),
         "run_evaluation: missing model folder": (
             ["evaluation/run_evaluation.py", "--model_dir", missing, *synthetic],
-            "no such folder",
+            "config.json",
         ),
         "merge_lora: missing model folder": (
             ["training/merge_lora.py", "--model_dir", missing, "--output_dir", str(tmp / "m")],
-            "no such folder",
+            "config.json",
         ),
         "ablation: typo in --model_config": (
             [

@@ -159,8 +159,6 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         if args.overwrite_output_dir and not args.resume_from_checkpoint:
             run_files.clear(model_folders)
         output_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(output_dir / "training_args.json", _json(resolved))
-        run_files.record("training_args.json")
     accelerator.wait_for_everyone()
     accelerator.init_trackers("crcgs", config=flat_config(resolved))
     logger.info(
@@ -210,6 +208,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             )
         logger.info(f"resuming from {resume_dir} (unit {resume[1].unit}, epoch {resume[1].epoch})")
     state = resume[1] if resume else TrainerState(fingerprint=fingerprint)
+    if accelerator.is_main_process:
+        atomic_write_text(output_dir / "training_args.json", _json(resolved))
+        run_files.record("training_args.json")
     runner = UnitRunner(
         accelerator,
         state,

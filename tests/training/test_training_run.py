@@ -158,10 +158,12 @@ def _unfinished_copy(finished: Path, out: Path) -> Path:
 def test_resume_on_other_data_or_settings_is_refused_naming_them(finished_run, tmp_path, change, named):
     out = _unfinished_copy(finished_run[0], tmp_path / "out")
     config = write_config(tmp_path / "c.json", tiny_config(out, **change))
-    before = sorted(p for p in out.rglob("*") if p.is_file())
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     with pytest.raises(ValueError, match=f"other data or settings.*{named}: checkpoint"):
         main(_argv(config, "--resume_from_checkpoint", "latest"))
-    assert sorted(p for p in out.rglob("*") if p.is_file()) == before
+    # the checkpoints and stage weights are untouched; the refused run wrote no training_args.json
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p in before} == before
+    assert not (out / "training_args.json").exists()
 
 
 def test_resume_with_the_same_settings_passes_the_fingerprint(finished_run, tmp_path):
