@@ -306,9 +306,19 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        values = yaml.safe_load(text)
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ValueError(
+                f"--config: {path}{where}: not valid YAML ({getattr(err, 'problem', err)})"
+            ) from None
     elif path.suffix == ".json":
-        values = json.loads(text)
+        try:
+            values = json.loads(text)
+        except ValueError as err:
+            raise ValueError(f"--config: {path}: not valid JSON ({err})") from None
     else:
         raise ValueError(f"--config: expected a .yaml, .yml or .json file, got {path.name!r}")
     if values is None:

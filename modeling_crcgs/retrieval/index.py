@@ -390,8 +390,12 @@ class HashIndex:
         config_path = directory / _CONFIG_FILE
         if not config_path.is_file():
             raise ValueError(f"directory {str(directory)!r} holds no {_CONFIG_FILE}: not a saved HashIndex")
-        with open(config_path) as f:
-            config = json.load(f)
+        try:
+            config = json.loads(config_path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{config_path}: not valid JSON ({err})") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{config_path}: expected a JSON object")
         if config.get("format_version") != _FORMAT_VERSION:
             raise ValueError(
                 f"{config_path} has format_version {config.get('format_version')!r}, expected {_FORMAT_VERSION}"
@@ -399,8 +403,16 @@ class HashIndex:
         for name in (_INDEX_FILE, _IDS_FILE):
             if not (directory / name).is_file():
                 raise ValueError(f"directory {str(directory)!r} is missing {name}")
-        index = faiss.read_index_binary(str(directory / _INDEX_FILE))
-        ids = np.load(directory / _IDS_FILE, allow_pickle=False)
+        try:
+            index = faiss.read_index_binary(str(directory / _INDEX_FILE))
+        except RuntimeError as err:
+            raise ValueError(
+                f"{directory / _INDEX_FILE}: cannot be read as a faiss binary index ({err})"
+            ) from None
+        try:
+            ids = np.load(directory / _IDS_FILE, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise ValueError(f"{directory / _IDS_FILE}: cannot be read as a .npy array ({err})") from None
         if ids.dtype != np.int64 or ids.ndim != 1 or len(ids) != config["num_codes"]:
             raise ValueError(
                 f"{_IDS_FILE} must be a 1-D int64 array of {config['num_codes']} ids, got {ids.dtype} {ids.shape}"

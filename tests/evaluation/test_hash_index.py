@@ -252,3 +252,24 @@ def test_nprobe_below_one_is_refused_at_build_and_set(nprobe):
     with pytest.raises(ValueError, match=f"nprobe must be a positive integer, got {nprobe}"):
         index.set_search_params(nprobe=nprobe)
     assert index.faiss_index.nprobe == 1
+
+
+@pytest.mark.parametrize(
+    "name, damage",
+    [
+        ("index.faiss", "truncated"),
+        ("index.faiss", "random_bytes"),
+        ("ids.npy", "truncated"),
+        ("ids.npy", "random_bytes"),
+        ("index_config.json", "truncated"),
+        ("index_config.json", "random_bytes"),
+    ],
+)
+def test_damaged_index_files_are_named(tmp_path, name, damage):
+    codes = pack_codes(np.random.default_rng(0).choice(np.array([-1, 1], np.int8), size=(50, 32)))
+    HashIndex.from_codes(codes).save(tmp_path)
+    path = tmp_path / name
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else os.urandom(len(data)))
+    with pytest.raises(ValueError, match=str(path)):
+        HashIndex.load(tmp_path)

@@ -129,3 +129,18 @@ def test_model_config_typo_is_refused_naming_the_closest_field():
         ValueError, match="--model_config: CRCGSConfig has no field 'commn_dim'; did you mean 'common_dim'"
     ):
         parse_args(["--dataset", "synthetic", "--model_config", json.dumps({"commn_dim": 64})])
+
+
+@pytest.mark.parametrize(
+    "name, text, where",
+    [
+        ("bad.yaml", "dataset: synthetic\nseed: [1, 2\nhash_bits: 8\n", "line 3"),
+        ("tabs.yaml", "dataset: synthetic\n\tseed: 3\n", "line 2"),
+        ("bad.json", '{"dataset": "synthetic",}', "not valid JSON"),
+    ],
+)
+def test_config_file_syntax_error_names_the_file_and_line(tmp_path, name, text, where):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"--config: {path}.*{where}"):
+        load_config_file(path)
