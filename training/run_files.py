@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -75,8 +77,8 @@ class RunFiles:
         files = {f for place in places for f in _files_under(place)}
         return sorted(f for f in files if f.relative_to(self.root).as_posix() not in known)
 
-    def clear(self, model_folders: Iterable[str | os.PathLike] = ()) -> None:
-        """Delete the recorded files (and the folders they leave empty); refuse when anything else is there."""
+    def refuse_foreign(self, model_folders: Iterable[str | os.PathLike] = ()) -> None:
+        """Raise ValueError listing the files in the trainer's places that the record does not list."""
         foreign = self.in_the_way(model_folders)
         if foreign:
             shown = "\n  ".join(str(f) for f in foreign[:20])
@@ -85,6 +87,11 @@ class RunFiles:
                 f"--overwrite_output_dir: {self.root} holds {len(foreign)} file(s) this trainer did not write "
                 f"where a run writes; move them away or choose another --output_dir:\n  {shown}{more}"
             )
+
+    def clear(self, model_folders: Iterable[str | os.PathLike] = ()) -> None:
+        """Delete the recorded files (and the folders they leave empty); refuse when anything else is there."""
+        model_folders = list(model_folders)
+        self.refuse_foreign(model_folders)
         recorded = sorted(self.recorded())
         for name in recorded:
             (self.root / name).unlink(missing_ok=True)
@@ -95,3 +102,24 @@ class RunFiles:
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         self.path.unlink(missing_ok=True)
+
+
+# Temp folders of `modeling_crcgs.utils.atomic_directory` / `replace_directory` and of checkpoint saves:
+# `.NAME.tmp-XXXX`, `.NAME.old-XXXX`, `checkpoint-NNNNNN.tmp`.
+_LEFTOVER = re.compile(r"^\..+\.(tmp|old)-[^/]+$|^checkpoint-\d+\.tmp$")
+
+
+def clean_leftover_temp_folders(output_dir: str | os.PathLike) -> list[Path]:
+    """Remove the temp folders an interrupted write left in ``output_dir`` and ``output_dir/checkpoints``.
+
+    Only names the trainer's atomic writes create match; run before a run starts (no write in flight).
+    """
+    removed = []
+    for folder in (Path(output_dir), Path(output_dir) / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            if entry.is_dir() and _LEFTOVER.match(entry.name):
+                shutil.rmtree(entry)
+                removed.append(entry)
+    return sorted(removed)

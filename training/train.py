@@ -36,7 +36,7 @@ from training.checkpointing import (
 )
 from training.data import FEATURE_COLUMNS, data_dims, load_splits
 from training.fingerprint import fingerprint_differences, run_fingerprint
-from training.logging_utils import LOG_NAME, plot_loss_curves, select_trackers
+from training.logging_utils import LOG_NAME, plot_loss_curves, select_trackers, truncate_log
 from training.loop import NonFiniteLossError, UnitRunner
 from training.model_setup import (
     build_config,
@@ -55,7 +55,7 @@ from training.publishing import (
     write_model_folder,
 )
 from training.raw_inputs import prepare_raw_splits, required_columns, save_processor
-from training.run_files import RunFiles
+from training.run_files import RunFiles, clean_leftover_temp_folders
 from training.stages import hash_model_from, hash_unit, student_unit, teacher_unit
 
 logger = get_logger(__name__)
@@ -154,13 +154,25 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     model_folders = [model_folder_name(data_args.dataset, bits) for bits in model_args.hash_bits]
     check_output_dir(output_dir, args.overwrite_output_dir, args.resume_from_checkpoint, model_folders)
     run_files = RunFiles(output_dir)
+    start_over = args.overwrite_output_dir and not args.resume_from_checkpoint
+    if start_over:  # every process refuses, so that none waits for a main process that stopped
+        run_files.refuse_foreign(model_folders)
+    resume_step = None
+    if args.resume_from_checkpoint:
+        start = CheckpointManager(output_dir).resolve(args.resume_from_checkpoint)
+        resume_step = TrainerState.from_file(start / STATE_NAME).global_step
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if args.overwrite_output_dir and not args.resume_from_checkpoint:
+        if start_over:
             run_files.clear(model_folders)
         output_dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:  # the steps after the checkpoint are redone: drop their records
+            truncate_log(output_dir / "logs" / LOG_NAME, resume_step)
+        clean_leftover_temp_folders(output_dir)
     accelerator.wait_for_everyone()
     accelerator.init_trackers("crcgs", config=flat_config(resolved))
+    if accelerator.is_main_process:
+        run_files.record(Path("logs") / LOG_NAME)  # opened by the tracker: an interrupted run leaves it
     logger.info(
         f"{accelerator.num_processes} process(es), device {accelerator.device}, "
         f"mixed precision {accelerator.mixed_precision}"

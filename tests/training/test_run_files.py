@@ -73,3 +73,19 @@ def test_garbage_record_is_refused_naming_it(tmp_path):
     (tmp_path / MANIFEST_NAME).write_text(json.dumps({"files": [1, 2]}))
     with pytest.raises(ValueError, match="list of relative paths"):
         RunFiles(tmp_path).recorded()
+
+
+def test_leftover_temp_folders_are_removed_and_nothing_else(tmp_path):
+    from training.run_files import clean_leftover_temp_folders
+
+    leftovers = [
+        tmp_path / ".synthetic-8bits.tmp-a1b2c3",
+        tmp_path / ".synthetic-8bits.old-x9y8",
+        tmp_path / "checkpoints" / "checkpoint-000003.tmp",
+        tmp_path / "checkpoints" / ".checkpoint-000002.old-q1",
+    ]
+    kept = [tmp_path / "my.tmp-notes", tmp_path / "checkpoints" / "checkpoint-000002", tmp_path / ".git"]
+    for folder in leftovers + kept:
+        _write(folder / "f")
+    assert clean_leftover_temp_folders(tmp_path) == sorted(leftovers)
+    assert all(not f.exists() for f in leftovers) and all(f.is_dir() for f in kept)
