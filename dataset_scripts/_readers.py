@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -278,7 +279,32 @@ def _mat_v5_member(path: Path, key: str | None) -> np.ndarray:
     return content[key]
 
 
+@contextmanager
+def _naming_the_file(path: str | os.PathLike) -> Iterator[None]:
+    """Re-raise a reader's error about a damaged file (truncated, random bytes, wrong format) as a
+    ValueError that names the file; errors that already name it pass through."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # numpy, scipy.io and h5py each raise their own types for a damaged file
+        if isinstance(err, ValueError) and os.path.basename(path) in str(err):
+            raise
+        raise ValueError(
+            f"{path}: cannot be read, truncated or damaged ({type(err).__name__}: {err})"
+        ) from err
+
+
 def open_matrix(
+    path: str | os.PathLike, key: str | None = None, *, matlab_layout: bool | None = None
+) -> RowMatrix:
+    """Open a 2-D feature matrix for block reads, by file type (:func:`_open_matrix`); a damaged file
+    raises ValueError naming it."""
+    with _naming_the_file(path):
+        return _open_matrix(path, key, matlab_layout=matlab_layout)
+
+
+def _open_matrix(
     path: str | os.PathLike, key: str | None = None, *, matlab_layout: bool | None = None
 ) -> RowMatrix:
     """Open a 2-D feature matrix for block reads, by file type.
@@ -309,6 +335,14 @@ def open_matrix(
 
 
 def load_array(
+    path: str | os.PathLike, key: str | None = None, *, matlab_layout: bool | None = None
+) -> np.ndarray:
+    """Read a whole (small) array (:func:`_load_array`); a damaged file raises ValueError naming it."""
+    with _naming_the_file(path):
+        return _load_array(path, key, matlab_layout=matlab_layout)
+
+
+def _load_array(
     path: str | os.PathLike, key: str | None = None, *, matlab_layout: bool | None = None
 ) -> np.ndarray:
     """Read a whole (small) array, e.g. labels, from ``.npy``/``.npz``/``.mat`` (v5 or v7.3)/``.h5``;

@@ -28,6 +28,7 @@ from evaluation.encode_dataset import (
     check_npy_files,
     given_source,
     load_model_and_processor,
+    load_npy,
     load_split,
 )
 
@@ -81,14 +82,12 @@ class BuildIndexArguments:
 
 def build_index(data_args: DatasetArguments, args: BuildIndexArguments) -> Any:
     """The :class:`HashIndex` described by the arguments (not saved)."""
-    import numpy as np
-
     from modeling_crcgs.retrieval.encoding import load_shards
     from modeling_crcgs.retrieval.index import HashIndex
 
     if args.codes is not None:
-        codes = np.load(args.codes, allow_pickle=False)
-        ids = None if args.ids is None else np.load(args.ids, allow_pickle=False)
+        codes = load_npy(args.codes, "codes")
+        ids = None if args.ids is None else load_npy(args.ids, "ids")
         return HashIndex.from_codes(codes, ids=ids, hash_bits=args.hash_bits, **args.index_options())
     if args.shards_dir is not None:
         arrays = load_shards(args.shards_dir)
@@ -102,6 +101,7 @@ def build_index(data_args: DatasetArguments, args: BuildIndexArguments) -> Any:
             ids=arrays["ids"],
             hash_bits=manifest["hash_bits"],
             modality=args.modality,
+            model_fingerprint=manifest.get("model_fingerprint"),
             **args.index_options(),
         )
     model, processor = load_model_and_processor(args.model_dir)
@@ -135,4 +135,6 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from modeling_crcgs.utils import run_command
+
+    run_command(main)

@@ -111,6 +111,17 @@ def check_npy_files(args: Any, names: tuple[str, ...]) -> None:
             raise ValueError(f"--{name}: expected an existing .npy file, got {path!r}")
 
 
+def load_npy(path: str, option: str) -> Any:
+    """``np.load(path, allow_pickle=False)``; a damaged or non-.npy file raises ValueError naming the option
+    and the file."""
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"--{option}: {path!r} cannot be read as a .npy array ({err})") from None
+
+
 def load_split(data_args: DatasetArguments, split: str) -> Any:
     """One split of ``dataset_scripts.load_crcgs_dataset`` (ValueError naming the split when absent)."""
     from dataset_scripts import load_crcgs_dataset
@@ -182,4 +193,6 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from modeling_crcgs.utils import run_command
+
+    run_command(main)

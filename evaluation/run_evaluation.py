@@ -5,8 +5,10 @@
         --data_dir /data/mirflickr --output_dir reports/flickr-64 --batch_size 512 --top_k 2000
     accelerate launch evaluation/run_evaluation.py --model_dir ... --dataset ...   # encoding sharded over processes
 
-Writes ``eval_results.json``, ``eval_summary.md``, ``pr_curve.png`` and ``precision_at_k.png`` to
-``--output_dir`` (default: ``--model_dir``); see ``modeling_crcgs.retrieval.evaluation``. Arguments may also come
+Writes ``eval_results.json``, ``eval_summary.md``, ``pr_curve.png`` and ``precision_at_k.png`` as one set
+(all written into a temporary folder first, then renamed into place) to ``--output_dir`` (default:
+``<model_dir>/evaluation/<dataset>/``, so the training's own evaluation in the model folder stays as it is);
+see ``modeling_crcgs.retrieval.evaluation``. Arguments may also come
 from one ``.json``/``.yaml`` file: ``python evaluation/run_evaluation.py args.yaml``.
 
 A model with backbone towers (raw images/captions) reads the splits' ``image``/``text`` columns
@@ -33,7 +35,7 @@ class EvaluationArguments:
 
     model_dir: str = field(metadata={"help": "A saved CRCGSModel folder (config.json + model.safetensors)."})
     output_dir: Optional[str] = field(
-        default=None, metadata={"help": "Folder for the report (default: --model_dir)."}
+        default=None, metadata={"help": "Folder for the report (default: <model_dir>/evaluation/<dataset>)."}
     )
     batch_size: int = field(default=256, metadata={"help": "Rows per forward pass on each process."})
     top_k: Optional[int] = field(
@@ -47,8 +49,6 @@ class EvaluationArguments:
             raise ValueError(f"--batch_size: expected a positive integer, got {self.batch_size!r}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"--top_k: expected a positive integer, got {self.top_k!r}")
-        if self.output_dir is None:
-            self.output_dir = self.model_dir
 
 
 def parse_arguments(argv: Optional[list[str]] = None) -> tuple[DatasetArguments, EvaluationArguments]:
@@ -97,7 +97,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """Run the evaluation; returns the result dict (the content of ``eval_results.json``)."""
     from accelerate import Accelerator
 
-    from modeling_crcgs.retrieval.evaluation import evaluate_retrieval, write_evaluation_report
+    from modeling_crcgs.retrieval.evaluation import REPORT_FILES, evaluate_retrieval, write_evaluation_report
+    from modeling_crcgs.utils import move_into
 
     # 1. arguments
     data_args, args = parse_arguments(argv)
@@ -107,6 +108,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             "--dataset: required (a load_crcgs_dataset name, e.g. synthetic) when --model_dir has no "
             "training_args.json"
         )
+    output_dir = Path(args.output_dir or Path(args.model_dir) / "evaluation" / data_args.dataset)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output_dir {output_dir} is a file, not a folder")
 
     # 2. processes and logging
     accelerator = Accelerator()
@@ -145,7 +149,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     # 6. report
     if accelerator.is_main_process:
-        paths = write_evaluation_report(result, args.output_dir)
+        # the whole set is written into a temporary folder, then renamed into place file by file: a
+        # failure while writing leaves the previous report as it was
+        move_into(lambda tmp: write_evaluation_report(result, tmp), output_dir)
+        paths = [output_dir / name for name in REPORT_FILES]
         for space in ("hamming", "continuous"):
             for direction in ("i2t", "t2i"):
                 scores = result[space][direction]
@@ -163,4 +170,6 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from modeling_crcgs.utils import run_command
+
+    run_command(main)

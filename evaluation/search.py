@@ -34,6 +34,7 @@ from evaluation.encode_dataset import (
     check_npy_files,
     given_source,
     load_model_and_processor,
+    load_npy,
     load_split,
 )
 
@@ -83,24 +84,22 @@ class SearchArguments:
 
 def run_search(data_args: DatasetArguments, args: SearchArguments) -> dict[str, Any]:
     """Search the index and return the JSON-ready result."""
-    import numpy as np
-
     from modeling_crcgs.retrieval.encoding import encode_split_arrays
     from modeling_crcgs.retrieval.index import HashIndex
 
     index = HashIndex.load(args.index_dir)
     query_split = None
     if args.query_codes is not None:
-        ids, distances = index.search(np.load(args.query_codes, allow_pickle=False), args.k)
+        ids, distances = index.search(load_npy(args.query_codes, "query_codes"), args.k)
         queries = list(range(len(ids)))
     else:
         model, processor = load_model_and_processor(args.model_dir)
-        if model.config.hash_bits != index.hash_bits:
-            raise ValueError(
-                f"--model_dir: the model has hash_bits={model.config.hash_bits}, the index {index.hash_bits}"
-            )
+        try:
+            index.check_model(model)
+        except ValueError as err:
+            raise ValueError(f"--model_dir {args.model_dir}: {err}") from None
         if args.features is not None:
-            features = np.load(args.features, allow_pickle=False)
+            features = load_npy(args.features, "features")
             ids, distances = index.search_features(
                 model, k=args.k, **{f"{args.query_modality}_features": features}
             )
@@ -246,4 +245,6 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from modeling_crcgs.utils import run_command
+
+    run_command(main)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 from collections.abc import Sequence
 
@@ -39,6 +41,46 @@ _WEIGHTS = (
     "hash_quantization_weight",
 )
 MIN_HASH_BITS, MAX_HASH_BITS = 8, 1024
+# Keys transformers' own configs carry (saved by `to_dict`, passed by `from_pretrained`, read by the
+# generation/modeling code): accepted and kept by the base class. Any other unknown key is a typo.
+_BASE_CONFIG_KEYS = frozenset(inspect.signature(PreTrainedConfig.__init__).parameters) | {
+    "_name_or_path",
+    "name_or_path",
+    "model_type",
+    "auto_map",
+    "torch_dtype",
+    "attn_implementation",
+    "output_attentions",
+    "num_labels",
+    "use_cache",
+    "tie_word_embeddings",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "sep_token_id",
+    "decoder_start_token_id",
+    "tokenizer_class",
+    "prefix",
+    "task_specific_params",
+    "finetuning_task",
+    "is_decoder",
+    "add_cross_attention",
+    "tie_encoder_decoder",
+    "pruned_heads",
+    "torchscript",
+}
+
+
+def check_known_config_keys(keys) -> None:
+    """Raise ValueError naming the first key that is neither a `CRCGSConfig` field nor a transformers base
+    key, with the closest known name (private ``_``-prefixed keys of transformers are allowed)."""
+    known = _CRCGS_KEYS
+    for key in keys:
+        if key in known or key in _BASE_CONFIG_KEYS or key.startswith("_"):
+            continue
+        close = difflib.get_close_matches(key, sorted(set(known) | _BASE_CONFIG_KEYS), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"CRCGSConfig has no field {key!r}{hint}")
 
 
 class CRCGSConfig(PreTrainedConfig):
@@ -255,6 +297,7 @@ class CRCGSConfig(PreTrainedConfig):
         set_backbone_fields(
             self, "text", text_config, text_backbone, text_finetuning, text_lora, text_pooling
         )
+        check_known_config_keys(kwargs)
         # `num_labels` is a property of PreTrainedConfig backed by `id2label`: a saved config stores only
         # `id2label`, so `None` means "from id2label when given, else the default 24".
         if num_labels is None:
@@ -318,6 +361,9 @@ class CRCGSConfig(PreTrainedConfig):
         check_normalization(self.image_feature_normalization, "image_feature_normalization")
         check_normalization(self.text_feature_normalization, "text_feature_normalization")
         validate_backbone_fields(self)
+
+
+_CRCGS_KEYS = frozenset(inspect.signature(CRCGSConfig.__init__).parameters) - {"self", "kwargs"}
 
 
 def _is_real(value: object) -> bool:

@@ -74,6 +74,30 @@ def _normalizer(num_features: int, kind: str) -> Optional[FeatureNormalizer]:
     return None if kind == "none" else FeatureNormalizer(num_features, kind)
 
 
+def _check_local_model_folder(path: object, needs_config: bool) -> None:
+    """A path that names a local folder must exist and hold a config.json; say so instead of the Hub's
+    repo-id error or a weight-shape complaint."""
+    if not isinstance(path, (str, os.PathLike)):
+        return
+    text = os.fspath(path)
+    if os.path.isdir(text):
+        if needs_config and not os.path.isfile(os.path.join(text, "config.json")):
+            raise ValueError(f"{text}: the folder holds no config.json, so it is not a saved model folder")
+        return
+    looks_local = os.path.isabs(text) or text.startswith((".", "~")) or text.count("/") > 1 or os.sep in text
+    if os.path.exists(text):
+        raise ValueError(f"{text}: expected a model folder, got a file")
+    if looks_local:
+        raise ValueError(f"{text}: no such folder")
+
+
+def check_finite_parameters(model: nn.Module, source: object) -> None:
+    """Raise ValueError naming the first parameter or buffer of ``model`` holding NaN or inf values."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{source}: the weight {name!r} holds NaN or infinite values")
+
+
 class CRCGSPreTrainedModel(PreTrainedModel):
     """Base class: config class, weight initialisation (PyTorch's default, as the release), checkpoint prefix."""
 
@@ -97,12 +121,24 @@ class CRCGSPreTrainedModel(PreTrainedModel):
         """As ``PreTrainedModel.from_pretrained``, except that a checkpoint whose weight shapes do not fit the
         requested config raises a ValueError naming the config fields that differ (instead of a RuntimeError
         pointing at a logged report)."""
+        _check_local_model_folder(pretrained_model_name_or_path, needs_config=kwargs.get("config") is None)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            result = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         except RuntimeError as error:
             if "ignore_mismatched_sizes" not in str(error):
                 raise
             raise ValueError(_shape_mismatch_message(pretrained_model_name_or_path, kwargs)) from error
+        except Exception as error:
+            if type(error).__module__.startswith("safetensors") or "safetensors" in str(error).lower():
+                raise ValueError(
+                    f"{pretrained_model_name_or_path}: the weights file cannot be read as safetensors "
+                    f"(truncated or not a safetensors file): {error}"
+                ) from error
+            raise
+        check_finite_parameters(
+            result[0] if isinstance(result, tuple) else result, pretrained_model_name_or_path
+        )
+        return result
 
     def _check_labels(self, labels: object, name: str = "labels") -> torch.Tensor:
         labels = check_matrix(labels, name, self.config.num_labels, self.dtype)

@@ -1,5 +1,5 @@
 """Small helpers shared by the library, the trainer and the commands: atomic writes, argument checks,
-input checks and model fingerprints.
+input checks, model fingerprints and the commands' error exit.
 
 Atomic writes follow one rule: write to a temporary path in the destination's folder, then ``os.replace``
 it into place, so a reader never sees a half-written file or folder.
@@ -11,6 +11,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +31,11 @@ __all__ = [
     "model_fingerprint",
     "move_into",
     "replace_directory",
+    "run_command",
 ]
+
+# Errors a user's input causes (bad value, missing or misplaced file): a command ends them with one line.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,3 +160,13 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
+
+
+def run_command(main: Callable[[], Any], user_errors: tuple[type[BaseException], ...] = ()) -> None:
+    """Run a command's ``main``; a user error (`USER_ERRORS` + ``user_errors``) ends the process with
+    ``error: <message>`` on stderr and exit status 2 (argparse's status for bad usage), no traceback."""
+    try:
+        main()
+    except USER_ERRORS + user_errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

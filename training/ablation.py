@@ -182,4 +182,6 @@ def main(argv: Optional[list[str]] = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from modeling_crcgs.utils import run_command
+
+    run_command(main)

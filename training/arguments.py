@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+from modeling_crcgs.configuration_crcgs import check_known_config_keys
+
 # The trainer's units, in order (the model's forward stages are modeling_crcgs.modeling_crcgs.FORWARD_STAGES).
 TRAINING_STAGES = ("teachers", "student", "hash")
 # Shipped settings picked when --dataset names one of these and no --config is given.
@@ -140,6 +142,10 @@ class ModelArguments:
             raise ValueError(f"--hash_bits: expected distinct lengths, got {self.hash_bits!r}")
         self.hash_bits = [int(k) for k in self.hash_bits]
         self.model_config = _as_mapping("model_config", self.model_config)
+        try:
+            check_known_config_keys(self.model_config)
+        except ValueError as err:
+            raise ValueError(f"--model_config: {err}") from None
         for key in ("image_input_dim", "text_input_dim", "num_labels", "hash_bits"):
             if key in self.model_config:
                 raise ValueError(
@@ -354,9 +360,19 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        values = yaml.safe_load(text)
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ValueError(
+                f"--config: {path}{where}: not valid YAML ({getattr(err, 'problem', err)})"
+            ) from None
     elif path.suffix == ".json":
-        values = json.loads(text)
+        try:
+            values = json.loads(text)
+        except ValueError as err:
+            raise ValueError(f"--config: {path}: not valid JSON ({err})") from None
     else:
         raise ValueError(f"--config: expected a .yaml, .yml or .json file, got {path.name!r}")
     if values is None:

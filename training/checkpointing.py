@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from modeling_crcgs.utils import atomic_write, atomic_write_text, replace_directory
+from training.run_files import RunFiles
 
 STATE_NAME = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -37,7 +38,8 @@ class TrainerState:
     `unit` is the unit of work in progress ("teachers", "student" or "hash-<bits>"); `epoch` counts
     its finished epochs and `step_in_epoch` the micro-batches done in the current one (the batches
     `skip_first_batches` skips on resume); `global_step` counts optimizer updates over the whole run
-    (the step of every logged value) and `checkpoint_seq` the checkpoints saved so far.
+    (the step of every logged value) and `checkpoint_seq` the checkpoints saved so far. `fingerprint` is
+    the run's data and result-shaping settings (`training.fingerprint.run_fingerprint`).
     """
 
     unit: str = ""
@@ -49,6 +51,7 @@ class TrainerState:
     best_epoch: Optional[int] = None
     scheduler_state: Optional[dict[str, Any]] = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
 
     def start_unit(self, unit: str) -> None:
         """Reset the per-unit counters for a new unit of work (the run-wide counters carry on)."""
@@ -61,12 +64,26 @@ class TrainerState:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> TrainerState:
-        data = json.loads(Path(path).read_text())
+        try:
+            data = json.loads(Path(path).read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: not a trainer state (invalid JSON: {err})") from None
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{path}: not a trainer state (expected a JSON object, got {type(data).__name__})"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"{path}: unknown trainer-state field(s) {unknown}")
-        return cls(**data)
+        state = cls(**data)
+        for name in ("epoch", "step_in_epoch", "global_step", "checkpoint_seq"):
+            value = getattr(state, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{path}: {name} must be an integer >= 0, got {value!r}")
+        if not isinstance(state.unit, str) or not isinstance(state.fingerprint, dict):
+            raise ValueError(f"{path}: unit must be a string and fingerprint an object")
+        return state
 
 
 def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
@@ -106,6 +123,12 @@ class CheckpointManager:
             raise ValueError(
                 f"--resume_from_checkpoint: expected a checkpoint folder with {STATE_NAME}, got {spec!r}"
             )
+        if path.resolve().parent != self.root.resolve():
+            raise ValueError(
+                f"--resume_from_checkpoint: {spec!r} is another run's checkpoint (it is not under "
+                f"{self.root}); its finished stages live in {path.resolve().parent.parent}: resume there "
+                "with --output_dir set to that folder"
+            )
         return path
 
     def save(self, accelerator: Any, state: TrainerState) -> Path:
@@ -123,6 +146,7 @@ class CheckpointManager:
         if accelerator.is_main_process:
             atomic_write_text(tmp / STATE_NAME, state.to_json())
             replace_directory(tmp, final)
+            RunFiles(self.root.parent).record(final.relative_to(self.root.parent), "logs")
             self._prune()
         accelerator.wait_for_everyone()
         return final
@@ -151,12 +175,14 @@ class StageStore:
 
     def save_best(self, unit: str, tensors: dict[str, torch.Tensor]) -> None:
         atomic_save_tensors(tensors, self.best_path(unit))
+        RunFiles(self.root.parent).record(self.best_path(unit).relative_to(self.root.parent))
 
     def load_best(self, unit: str) -> dict[str, torch.Tensor]:
         return load_tensors(self.best_path(unit))
 
     def mark_done(self, unit: str, summary: dict[str, Any]) -> None:
         atomic_write_text(self.done_path(unit), json.dumps(summary, indent=2))
+        RunFiles(self.root.parent).record(self.done_path(unit).relative_to(self.root.parent))
 
     def summary(self, unit: str) -> dict[str, Any]:
         return json.loads(self.done_path(unit).read_text())

@@ -93,6 +93,31 @@ def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
+def truncate_log(path: str | os.PathLike, step: int) -> int:
+    """Drop the records logged after optimizer step ``step`` (a resume redoes those steps); return how many.
+
+    Run before the log is opened for appending (the file is replaced atomically). A line that is not JSON
+    (a write cut by a kill) is dropped too.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            dropped += 1
+            continue
+        if isinstance(record, dict) and (record.get("step") is None or record["step"] <= step):
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(f"{line}\n" for line in kept)))
+    return dropped
+
+
 def _smoothed(values: np.ndarray) -> np.ndarray:
     """Moving average over a window of ~1/25 of the curve (at least 1 point), same length as ``values``
     (the window shrinks at the edges)."""

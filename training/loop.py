@@ -7,6 +7,7 @@ halving, best-epoch selection and the non-finite-loss guard the same way for all
 
 from __future__ import annotations
 
+import logging
 import math
 import zlib
 from collections.abc import Callable
@@ -104,6 +105,36 @@ def _patience_exhausted(patience: Optional[int], epoch: int, best_epoch: Optiona
     return patience is not None and best_epoch is not None and epoch - best_epoch >= patience
 
 
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def load_state_or_warn(acc: Any, resume_dir: Path) -> None:
+    """``acc.load_state``, warning when Accelerate skipped the random-state file (it says so only at INFO
+    level): the resumed run then draws other random numbers than an uninterrupted one."""
+    accelerate_logger = logging.getLogger("accelerate.checkpointing")
+    records, level, propagate = _Records(), accelerate_logger.level, accelerate_logger.propagate
+    accelerate_logger.addHandler(records)
+    accelerate_logger.setLevel(logging.INFO)
+    accelerate_logger.propagate = False  # collect its INFO lines here, print none of them
+    try:
+        acc.load_state(str(resume_dir))
+    finally:
+        accelerate_logger.removeHandler(records)
+        accelerate_logger.setLevel(level)
+        accelerate_logger.propagate = propagate
+    if any("Could not load random states" in m for m in records.messages):
+        logger.warning(
+            f"{resume_dir}: the random-number state of process {acc.process_index} could not be loaded; "
+            "the resumed run continues with other random draws and will not match an uninterrupted run"
+        )
+
+
 class UnitRunner:
     """Runs units of work with one Accelerator, checkpoint folder, stage store and trainer state."""
 
@@ -139,7 +170,7 @@ class UnitRunner:
                 min_lr=spec.min_lr,
             )
         if resume_dir is not None:
-            acc.load_state(str(resume_dir))
+            load_state_or_warn(acc, resume_dir)
             if plateau is not None and state.scheduler_state is not None:
                 plateau.load_state_dict(state.scheduler_state)
             logger.info(

@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -27,7 +25,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 
 from dataset_scripts import label_names
 from modeling_crcgs import CRCGSForPreTraining, CRCGSProcessor
-from modeling_crcgs.utils import atomic_write_text
+from modeling_crcgs.utils import atomic_write_text, run_command
 from training.arguments import parse_args, resolved_arguments
 from training.checkpointing import (
     STATE_NAME,
@@ -37,7 +35,8 @@ from training.checkpointing import (
 )
 from training.console import get_logger, quiet_library_bars
 from training.data import FEATURE_COLUMNS, data_dims, load_splits
-from training.logging_utils import LOG_NAME, plot_loss_curves, select_trackers
+from training.fingerprint import fingerprint_differences, run_fingerprint
+from training.logging_utils import LOG_NAME, plot_loss_curves, select_trackers, truncate_log
 from training.loop import NonFiniteLossError, UnitRunner
 from training.model_setup import (
     build_config,
@@ -57,6 +56,7 @@ from training.publishing import (
     write_model_folder,
 )
 from training.raw_inputs import prepare_raw_splits, required_columns, save_processor
+from training.run_files import RunFiles, clean_leftover_temp_folders
 from training.stages import hash_model_from, hash_unit, student_unit, teacher_unit
 
 logger = get_logger(__name__)
@@ -72,8 +72,11 @@ def finished_models(output_dir: Path) -> list[Path]:
     )
 
 
-def check_output_dir(output_dir: Path, overwrite: bool, resume: Optional[str]) -> None:
-    """Refuse to clobber a finished model or to start over an unfinished run by accident."""
+def check_output_dir(
+    output_dir: Path, overwrite: bool, resume: Optional[str], model_folders: list[str]
+) -> None:
+    """Refuse to clobber a finished model, to start over an unfinished run by accident, or to replace a
+    model folder holding files this trainer did not write."""
     finished = finished_models(output_dir)
     if finished and not overwrite:
         raise ValueError(
@@ -86,17 +89,15 @@ def check_output_dir(output_dir: Path, overwrite: bool, resume: Optional[str]) -
             f"--output_dir {output_dir} holds an unfinished run ({unfinished[0]}); pass "
             "--resume_from_checkpoint latest to continue it or --overwrite_output_dir to start over"
         )
-
-
-def clear_previous_run(output_dir: Path) -> None:
-    """Remove what a previous run left (state, logs, model folders) before starting over."""
-    for name in ("checkpoints", "stages", "logs"):
-        shutil.rmtree(output_dir / name, ignore_errors=True)
-    for path in finished_models(output_dir):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink()
+    foreign = [
+        f for name in model_folders for f in RunFiles(output_dir).in_the_way([name]) if name in f.parts
+    ]
+    if foreign and not overwrite:
+        raise ValueError(
+            f"--output_dir {output_dir}: the model folder {foreign[0].parent} this run writes holds files "
+            f"it did not write ({', '.join(f.name for f in foreign[:5])}); move them or choose another "
+            "--output_dir"
+        )
 
 
 def flat_config(values: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +129,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     # 1. Arguments (flags, or a YAML/JSON file with --config plus overriding flags).
     data_args, model_args, args = parse_args(argv)
     output_dir = Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output_dir {output_dir} is a file, not a folder")
     resolved = resolved_arguments(data_args, model_args, args)
 
     # 2. Accelerator, logging, output folder.
@@ -150,17 +153,30 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     quiet_library_bars()
     for name in missing_trackers:
         logger.warning(f"--report_to {name}: the package is not installed; logging to JSONL only")
-    check_output_dir(output_dir, args.overwrite_output_dir, args.resume_from_checkpoint)
+    model_folders = [model_folder_name(data_args.dataset, bits) for bits in model_args.hash_bits]
+    check_output_dir(output_dir, args.overwrite_output_dir, args.resume_from_checkpoint, model_folders)
+    run_files = RunFiles(output_dir)
+    start_over = args.overwrite_output_dir and not args.resume_from_checkpoint
+    if start_over:  # every process refuses, so that none waits for a main process that stopped
+        run_files.refuse_foreign(model_folders)
+    resume_step = None
+    if args.resume_from_checkpoint:
+        start = CheckpointManager(output_dir).resolve(args.resume_from_checkpoint)
+        resume_step = TrainerState.from_file(start / STATE_NAME).global_step
     if args.push_to_hub:  # a bad token or repo fails now, not after training (on every process: none waits)
         check_hub_access(args.hub_model_id, model_args.hash_bits, args.hub_private, args.hub_token)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if args.overwrite_output_dir and not args.resume_from_checkpoint:
-            clear_previous_run(output_dir)
+        if start_over:
+            run_files.clear(model_folders)
         output_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(output_dir / "training_args.json", _json(resolved))
+        if resume_step is not None:  # the steps after the checkpoint are redone: drop their records
+            truncate_log(output_dir / "logs" / LOG_NAME, resume_step)
+        clean_leftover_temp_folders(output_dir)
     accelerator.wait_for_everyone()
     accelerator.init_trackers("crcgs", config=flat_config(resolved))
+    if accelerator.is_main_process:
+        run_files.record(Path("logs") / LOG_NAME)  # opened by the tracker: an interrupted run leaves it
     logger.info(
         f"{accelerator.num_processes} process(es), device {accelerator.device}, "
         f"mixed precision {accelerator.mixed_precision}"
@@ -178,6 +194,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         data_args.bow_min_count,
         data_args.bow_max_size,
     )
+    if accelerator.is_main_process:
+        run_files.record("teacher_features")
     dims = data_dims(splits["train"])
     names = label_names(splits["train"])
     # Every model folder gets a processor (auto_map, label names); raw towers' one also tokenizes.
@@ -196,12 +214,23 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     # 5. Resume point and the runner shared by all units of work.
     checkpoints = CheckpointManager(output_dir, args.checkpoints_total_limit)
+    fingerprint = run_fingerprint(resolved, {k: len(v) for k, v in splits.items()}, dims)
     resume = None
     if args.resume_from_checkpoint:
         resume_dir = checkpoints.resolve(args.resume_from_checkpoint)
         resume = (resume_dir, TrainerState.from_file(resume_dir / STATE_NAME))
+        differences = fingerprint_differences(resume[1].fingerprint, fingerprint)
+        if differences:
+            raise ValueError(
+                f"--resume_from_checkpoint: {resume_dir} was trained with other data or settings; resume "
+                "with the same ones or start over with --overwrite_output_dir. Differences: "
+                + "; ".join(differences)
+            )
         logger.info(f"resuming from {resume_dir} (unit {resume[1].unit}, epoch {resume[1].epoch})")
-    state = resume[1] if resume else TrainerState()
+    state = resume[1] if resume else TrainerState(fingerprint=fingerprint)
+    if accelerator.is_main_process:
+        atomic_write_text(output_dir / "training_args.json", _json(resolved))
+        run_files.record("training_args.json")
     runner = UnitRunner(
         accelerator,
         state,
@@ -263,6 +292,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                 hash_model, results[bits], folders[bits], data_args.dataset, resolved, summaries, hub_id
             )
             save_processor(processor, folders[bits])
+            run_files.record(folders[bits].name)
         accelerator.wait_for_everyone()
 
     # 9. Results table, loss curves, run summary.
@@ -286,6 +316,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             for bits, folder in sorted(folders.items()):
                 accelerator.print(f"model ({bits} bits): {folder.resolve()}")
         atomic_write_text(output_dir / RUN_SUMMARY, _json(summary))
+        run_files.record(RUN_SUMMARY, "results.md", "logs", *(f.name for f in folders.values()))
 
     # 10. Push to the Hub.
     if args.push_to_hub and accelerator.is_main_process and folders:
@@ -301,12 +332,8 @@ def _json(value: Any) -> str:
 
 
 def cli() -> None:
-    """Run `main`; a known failure ends the process with its one-line message and exit status 1."""
-    try:
-        main()
-    except (NonFiniteLossError, HubPushError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    """Run `main`; a user error or a known failure ends the process with ``error: ...`` and exit status 2."""
+    run_command(main, (NonFiniteLossError, HubPushError))
 
 
 if __name__ == "__main__":

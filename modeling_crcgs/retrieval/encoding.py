@@ -23,6 +23,7 @@ without that column, reads the raw ``image`` / ``text`` column through a ``proce
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from torch.utils.data import DataLoader
 
 from ..hashing import pack_codes
 from ..networks import evaluating
-from ..utils import atomic_write, check_positive_int, model_fingerprint
+from ..utils import atomic_write, atomic_write_text, check_positive_int, model_fingerprint
 
 __all__ = [
     "MODALITIES",
@@ -400,7 +401,7 @@ def _shards_on_disk(
         except OSError as err:
             error = f"output_dir {str(output_dir)!r} cannot be prepared: {err}"
     status = torch.tensor(
-        [int(error is not None)] + [int(is_main and (output_dir / n).is_file()) for n in shard_names]
+        [int(error is not None)] + [int(is_main and shard_is_complete(output_dir / n)) for n in shard_names]
     )
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import broadcast
@@ -478,12 +479,49 @@ def encode_dataset_to_shards(
     }
 
 
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shard_is_complete(path: Path) -> bool:
+    """A shard counts as written when its ``.sha256`` file (written after it) matches its bytes."""
+    checksum = _checksum_path(path)
+    return path.is_file() and checksum.is_file() and checksum.read_text().strip() == _sha256(path)
+
+
 def _write_shard(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    """Write the shard atomically, then its SHA-256 (the mark that the shard is complete)."""
     from safetensors.numpy import save_file
 
     atomic_write(
         path, lambda tmp: save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata)
     )
+    atomic_write_text(_checksum_path(path), _sha256(path) + "\n")
+
+
+def _load_shard(path: Path) -> dict[str, np.ndarray]:
+    """Load one shard after checking its SHA-256; errors name the shard."""
+    from safetensors.numpy import load_file
+
+    if not _checksum_path(path).is_file():
+        raise ValueError(f"shard {path}: no {_checksum_path(path).name}; rerun the encoder to rewrite it")
+    if not shard_is_complete(path):
+        raise ValueError(
+            f"shard {path}: its bytes do not match {_checksum_path(path).name} (truncated or changed); "
+            "delete it and rerun the encoder to rewrite it"
+        )
+    try:
+        return load_file(path)
+    except Exception as err:  # safetensors raises its own error type
+        raise ValueError(f"shard {path}: cannot be read as safetensors ({err})") from err
 
 
 def load_shards(output_dir: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -496,8 +534,6 @@ def load_shards(output_dir: str | os.PathLike) -> dict[str, np.ndarray]:
         ValueError: no manifest, missing shards (an unfinished run: rerun the encoder to resume), or
             shards whose sizes disagree with the manifest.
     """
-    from safetensors.numpy import load_file
-
     output_dir = Path(output_dir)
     manifest_path = output_dir / _MANIFEST
     if not manifest_path.is_file():
@@ -509,7 +545,7 @@ def load_shards(output_dir: str | os.PathLike) -> dict[str, np.ndarray]:
             f"output_dir {str(output_dir)!r} is missing {len(missing)} of {manifest['num_shards']} shards "
             f"(first: {missing[0]}): the encoding did not finish; rerun it to resume"
         )
-    shards = [load_file(output_dir / name) for name in manifest["shards"]]
+    shards = [_load_shard(output_dir / name) for name in manifest["shards"]]
     keys = ["ids"] + [f"{m}_{kind}" for m in manifest["modalities"] for kind in ("embeds", "codes")]
     result = {k: np.concatenate([s[k] for s in shards]) for k in keys}
     if len(result["ids"]) != manifest["num_rows"]:

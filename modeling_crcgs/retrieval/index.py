@@ -34,7 +34,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..hashing import num_packed_bytes, pack_codes
-from ..utils import atomic_write, check_positive_int
+from ..utils import atomic_write, check_positive_int, model_fingerprint
 from .encoding import encode_query_codes, encode_split_arrays
 
 __all__ = ["HashIndex", "INDEX_KINDS"]
@@ -75,6 +75,8 @@ class HashIndex:
         params (`dict`): the kind's parameters (``nlist``, ``nprobe`` / ``nhash``, ``hash_key_bits``,
             ``nflip``), saved with the index.
         modality (`str`, *optional*): which tower encoded the database (``"image"`` or ``"text"``).
+        model_fingerprint (`str`, *optional*): SHA-256 of the weights that made the codes
+            (:func:`modeling_crcgs.utils.model_fingerprint`); searches with another model are refused.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class HashIndex:
         kind: str,
         params: dict[str, int],
         modality: Optional[str] = None,
+        model_fingerprint: Optional[str] = None,
     ) -> None:
         if kind not in INDEX_KINDS:
             raise ValueError(f"kind must be one of {INDEX_KINDS}, got {kind!r}")
@@ -102,6 +105,7 @@ class HashIndex:
         self.kind = kind
         self.params = dict(params)
         self.modality = modality
+        self.model_fingerprint = model_fingerprint
         self._apply_search_params()
 
     # ----------------------------------------------------------------------------------------------
@@ -119,6 +123,7 @@ class HashIndex:
         hash_key_bits: Optional[int] = None,
         nflip: int = 2,
         modality: Optional[str] = None,
+        model_fingerprint: Optional[str] = None,
     ) -> HashIndex:
         """Build an index over packed codes.
 
@@ -137,6 +142,7 @@ class HashIndex:
                 ``nhash * hash_key_bits`` must not exceed ``8 * code_bytes``.
             nflip (`int`, *optional*, defaults to 2): Hamming radius probed in each hash table.
             modality (`str`, *optional*): recorded in the saved metadata.
+            model_fingerprint (`str`, *optional*): the fingerprint of the model that made ``codes``.
         """
         import faiss
 
@@ -174,7 +180,7 @@ class HashIndex:
             params = {"nhash": nhash, "hash_key_bits": hash_key_bits, "nflip": nflip}
         else:
             raise ValueError(f"kind must be one of {INDEX_KINDS}, got {kind!r}")
-        result = cls(index, np.zeros(0, dtype=np.int64), hash_bits, kind, params, modality)
+        result = cls(index, np.zeros(0, dtype=np.int64), hash_bits, kind, params, modality, model_fingerprint)
         result.add(codes, ids)
         return result
 
@@ -208,6 +214,7 @@ class HashIndex:
             ids=arrays["ids"],
             hash_bits=model.config.hash_bits,
             modality=modality,
+            model_fingerprint=model_fingerprint(model),
             **index_kwargs,
         )
 
@@ -238,10 +245,44 @@ class HashIndex:
             self.faiss_index.add(codes)
         self.ids = all_ids
 
+    def check_model(self, model: Any) -> None:
+        """Refuse ``model`` when it has another code length, or other weights than the model recorded as
+        the maker of the index's codes (codes of two models are not comparable)."""
+        if getattr(model.config, "hash_bits", None) != self.hash_bits:
+            raise ValueError(
+                f"model has hash_bits={getattr(model.config, 'hash_bits', None)} but this index holds "
+                f"{self.hash_bits}-bit codes"
+            )
+        if self.model_fingerprint is not None and model_fingerprint(model) != self.model_fingerprint:
+            raise ValueError(
+                "the model's weights are not those that made this index's codes (model fingerprint "
+                f"{model_fingerprint(model)[:12]}..., index {self.model_fingerprint[:12]}...); rebuild the "
+                "index with this model or search with the model that built it"
+            )
+
     def __len__(self) -> int:
         return int(self.faiss_index.ntotal)
 
+    def _check_search_params(self) -> None:
+        """Refuse search parameters faiss would not answer: ``nprobe < 1`` or ``nflip`` outside ``[0, b]``.
+
+        faiss's multi-hash search enumerates every key within Hamming radius ``nflip`` of the query's
+        ``b = hash_key_bits``-bit key; with ``nflip > b`` that enumeration never ends.
+        """
+        if self.kind == "ivf":
+            nprobe = self.params.get("nprobe")
+            if not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
+                raise ValueError(f"nprobe must be a positive integer, got {nprobe!r}")
+        elif self.kind == "hash":
+            nflip, key_bits = self.params.get("nflip"), self.params.get("hash_key_bits")
+            if not isinstance(nflip, (int, np.integer)) or not 0 <= nflip <= int(key_bits):
+                raise ValueError(
+                    f"nflip must be an integer between 0 and hash_key_bits={key_bits} (the bits of one hash "
+                    f"key), got {nflip!r}"
+                )
+
     def _apply_search_params(self) -> None:
+        self._check_search_params()
         if self.kind == "ivf":
             self.faiss_index.nprobe = int(self.params["nprobe"])
         elif self.kind == "hash":
@@ -254,9 +295,13 @@ class HashIndex:
                 continue
             if self.kind != kind:
                 raise ValueError(f"{name} applies to kind={kind!r} indexes, this one is {self.kind!r}")
-            if value < (1 if name == "nprobe" else 0):
-                raise ValueError(f"{name} must be {'positive' if name == 'nprobe' else '>= 0'}, got {value}")
-            self.params[name] = int(value)
+            previous = dict(self.params)
+            self.params[name] = value
+            try:
+                self._check_search_params()
+            except ValueError:
+                self.params = previous
+                raise
         self._apply_search_params()
 
     # ----------------------------------------------------------------------------------------------
@@ -297,11 +342,7 @@ class HashIndex:
         ``input_ids=`` + ``attention_mask=``). A text query against an image index is cross-modal
         retrieval (t2i) and vice versa.
         """
-        if getattr(model.config, "hash_bits", None) != self.hash_bits:
-            raise ValueError(
-                f"model has hash_bits={getattr(model.config, 'hash_bits', None)} but this index holds "
-                f"{self.hash_bits}-bit codes"
-            )
+        self.check_model(model)
         return self.search(encode_query_codes(model, batch_size=batch_size, **inputs), k)
 
     # ----------------------------------------------------------------------------------------------
@@ -330,6 +371,7 @@ class HashIndex:
             "num_codes": len(self),
             "params": self.params,
             "modality": self.modality,
+            "model_fingerprint": self.model_fingerprint,
             "faiss_version": faiss.__version__,
         }
 
@@ -348,8 +390,12 @@ class HashIndex:
         config_path = directory / _CONFIG_FILE
         if not config_path.is_file():
             raise ValueError(f"directory {str(directory)!r} holds no {_CONFIG_FILE}: not a saved HashIndex")
-        with open(config_path) as f:
-            config = json.load(f)
+        try:
+            config = json.loads(config_path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{config_path}: not valid JSON ({err})") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{config_path}: expected a JSON object")
         if config.get("format_version") != _FORMAT_VERSION:
             raise ValueError(
                 f"{config_path} has format_version {config.get('format_version')!r}, expected {_FORMAT_VERSION}"
@@ -357,8 +403,16 @@ class HashIndex:
         for name in (_INDEX_FILE, _IDS_FILE):
             if not (directory / name).is_file():
                 raise ValueError(f"directory {str(directory)!r} is missing {name}")
-        index = faiss.read_index_binary(str(directory / _INDEX_FILE))
-        ids = np.load(directory / _IDS_FILE, allow_pickle=False)
+        try:
+            index = faiss.read_index_binary(str(directory / _INDEX_FILE))
+        except RuntimeError as err:
+            raise ValueError(
+                f"{directory / _INDEX_FILE}: cannot be read as a faiss binary index ({err})"
+            ) from None
+        try:
+            ids = np.load(directory / _IDS_FILE, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise ValueError(f"{directory / _IDS_FILE}: cannot be read as a .npy array ({err})") from None
         if ids.dtype != np.int64 or ids.ndim != 1 or len(ids) != config["num_codes"]:
             raise ValueError(
                 f"{_IDS_FILE} must be a 1-D int64 array of {config['num_codes']} ids, got {ids.dtype} {ids.shape}"
@@ -367,4 +421,12 @@ class HashIndex:
             raise ValueError(
                 f"{_INDEX_FILE} holds {index.ntotal} codes, {_CONFIG_FILE} says {config['num_codes']}"
             )
-        return cls(index, ids, config["hash_bits"], config["kind"], config["params"], config.get("modality"))
+        return cls(
+            index,
+            ids,
+            config["hash_bits"],
+            config["kind"],
+            config["params"],
+            config.get("modality"),
+            config.get("model_fingerprint"),
+        )

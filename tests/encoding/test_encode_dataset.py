@@ -146,6 +146,7 @@ def test_resume_skips_completed_shards(tmp_path, model, split, monkeypatch):
     assert sorted(n for n in os.listdir(fresh) if not n.startswith(".")) == [
         "manifest.json",
         "shard_00000.safetensors",
+        "shard_00000.safetensors.sha256",
     ]
     with pytest.raises(ValueError, match="missing 3 of 4 shards"):
         load_shards(fresh)
@@ -199,3 +200,28 @@ def test_bad_inputs(tmp_path, model, split):
         encode_split_arrays(model, wrong_width, ("text",))
     with pytest.raises(ValueError, match="no manifest.json"):
         load_shards(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random_bytes", "empty", "no_checksum", "flipped_byte"])
+def test_damaged_shard_is_redone_on_resume_and_named_at_load(tmp_path, model, split, damage):
+    reference = encode_dataset_to_shards(model, split, tmp_path, shard_size=SHARD_SIZE, show_progress=False)
+    assert reference["encoded"] == [0, 1, 2, 3]
+    want = load_shards(tmp_path)
+    shard = tmp_path / "shard_00002.safetensors"
+    data = shard.read_bytes()
+    if damage == "no_checksum":
+        (tmp_path / "shard_00002.safetensors.sha256").unlink()
+    else:
+        damaged = {
+            "truncated": data[: len(data) // 2],
+            "random_bytes": os.urandom(len(data)),
+            "empty": b"",
+            "flipped_byte": data[:-1] + bytes([data[-1] ^ 0xFF]),
+        }[damage]
+        shard.write_bytes(damaged)
+    with pytest.raises(ValueError, match="shard .*shard_00002.safetensors"):
+        load_shards(tmp_path)
+    # a rerun counts the damaged shard as not done and rewrites it
+    again = encode_dataset_to_shards(model, split, tmp_path, shard_size=SHARD_SIZE, show_progress=False)
+    assert again["encoded"] == [2] and again["skipped"] == [0, 1, 3]
+    assert_same_encoding(load_shards(tmp_path), want)

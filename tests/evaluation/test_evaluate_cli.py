@@ -74,12 +74,32 @@ def test_cli_writes_documented_json(model_dir, tmp_path):
     }
 
 
-def test_cli_defaults_output_to_model_dir_and_k_to_num_query(model_dir, tmp_path):
+def test_cli_defaults_output_to_its_own_folder_and_k_to_num_query(model_dir, tmp_path):
     from evaluation.run_evaluation import main
 
+    model_files = {p: p.read_bytes() for p in model_dir.iterdir() if p.is_file()}
     main(cli_args(model_dir, tmp_path))
-    written = json.loads((model_dir / "eval_results.json").read_text())
+    written = json.loads((model_dir / "evaluation" / "synthetic" / "eval_results.json").read_text())
     assert written["hamming"]["i2t"]["k"] == 30
+    # the model folder's own files (a training evaluation among them) are untouched
+    assert {p: p.read_bytes() for p in model_dir.iterdir() if p.is_file()} == model_files
+
+
+def test_a_failure_while_writing_leaves_the_previous_report(model_dir, tmp_path, monkeypatch):
+    import modeling_crcgs.retrieval.evaluation as evaluation_module
+    from evaluation.run_evaluation import main
+
+    out = tmp_path / "report"
+    main(cli_args(model_dir, tmp_path, "--output_dir", str(out), "--top_k", "12"))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken_plot(result, path):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(evaluation_module, "_plot_precision_at_k", broken_plot)
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        main(cli_args(model_dir, tmp_path, "--output_dir", str(out), "--top_k", "5"))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no half-new set, no temp folder
 
 
 def test_cli_bad_arguments(model_dir, tmp_path):

@@ -223,3 +223,53 @@ def test_search_features_with_a_tiny_model():
     other = tiny_crcgs_model(hash_bits=32, **dims)
     with pytest.raises(ValueError, match="hash_bits=32"):
         index.search_features(other, text_features=text)
+
+
+@pytest.mark.parametrize("nflip", [17, 100, -1])
+def test_nflip_beyond_the_key_bits_is_refused_at_build_load_and_set(tmp_path, nflip):
+    # faiss's multi-hash search never returns when nflip exceeds the key's bits: refuse instead
+    codes = pack_codes(np.random.default_rng(0).choice(np.array([-1, 1], np.int8), size=(50, 32)))
+    with pytest.raises(ValueError, match=f"nflip must be an integer between 0 and hash_key_bits=16.*{nflip}"):
+        HashIndex.from_codes(codes, kind="hash", hash_key_bits=16, nflip=nflip)
+    index = HashIndex.from_codes(codes, kind="hash", hash_key_bits=16, nflip=16)
+    with pytest.raises(ValueError, match="nflip must be an integer between 0 and hash_key_bits=16"):
+        index.set_search_params(nflip=nflip)
+    assert index.params["nflip"] == 16 and index.faiss_index.nflip == 16  # unchanged by the refused call
+    index.save(tmp_path)
+    config = json.loads((tmp_path / "index_config.json").read_text())
+    config["params"]["nflip"] = nflip
+    (tmp_path / "index_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="nflip must be an integer between 0 and hash_key_bits=16"):
+        HashIndex.load(tmp_path)
+
+
+@pytest.mark.parametrize("nprobe", [0, -3])
+def test_nprobe_below_one_is_refused_at_build_and_set(nprobe):
+    codes = pack_codes(np.random.default_rng(0).choice(np.array([-1, 1], np.int8), size=(100, 16)))
+    with pytest.raises(ValueError, match=f"nprobe must be a positive integer, got {nprobe}"):
+        HashIndex.from_codes(codes, kind="ivf", nlist=2, nprobe=nprobe)
+    index = HashIndex.from_codes(codes, kind="ivf", nlist=2, nprobe=1)
+    with pytest.raises(ValueError, match=f"nprobe must be a positive integer, got {nprobe}"):
+        index.set_search_params(nprobe=nprobe)
+    assert index.faiss_index.nprobe == 1
+
+
+@pytest.mark.parametrize(
+    "name, damage",
+    [
+        ("index.faiss", "truncated"),
+        ("index.faiss", "random_bytes"),
+        ("ids.npy", "truncated"),
+        ("ids.npy", "random_bytes"),
+        ("index_config.json", "truncated"),
+        ("index_config.json", "random_bytes"),
+    ],
+)
+def test_damaged_index_files_are_named(tmp_path, name, damage):
+    codes = pack_codes(np.random.default_rng(0).choice(np.array([-1, 1], np.int8), size=(50, 32)))
+    HashIndex.from_codes(codes).save(tmp_path)
+    path = tmp_path / name
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else os.urandom(len(data)))
+    with pytest.raises(ValueError, match=str(path)):
+        HashIndex.load(tmp_path)

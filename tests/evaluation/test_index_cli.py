@@ -180,6 +180,11 @@ def test_cli_bad_arguments(tmp_path, model_dir):
         build_index.main(["--codes", str(tmp_path / "nope.npy"), "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="hash_bits=8"):
         build_index.main(["--codes", str(codes), "--hash_bits", "8", "--output_dir", str(tmp_path / "i")])
+    with pytest.raises(ValueError, match="nflip must be an integer between 0 and hash_key_bits=16.*got 17"):
+        build_index.main(
+            ["--codes", str(codes), "--kind", "hash", "--nflip", "17", "--output_dir", str(tmp_path / "h")]
+        )
+    assert not (tmp_path / "h").exists()
     build_index.main(["--codes", str(codes), "--output_dir", str(tmp_path / "i")])
     with pytest.raises(ValueError, match="--model_dir: needed to encode --features"):
         search.main(["--index_dir", str(tmp_path / "i"), "--features", str(codes)])
@@ -202,3 +207,26 @@ def _save(tmp_path, array):
     path = tmp_path / "array.npy"
     np.save(path, array)
     return path
+
+
+@pytest.mark.parametrize("source", ["model", "shards"])
+def test_search_with_another_model_is_refused(tmp_path, model_dir, source):
+    other = save_tiny_crcgs_model(
+        tmp_path / "other", seed=1, image_input_dim=16, text_input_dim=40, num_labels=5, hash_bits=16
+    )
+    if source == "model":
+        build_index.main(["--model_dir", str(model_dir), *DATASET_FLAGS, "--output_dir", str(tmp_path / "i")])
+    else:
+        encoded_dir = _encode_with_the_command(tmp_path, model_dir)
+        build_index.main(
+            ["--shards_dir", str(encoded_dir), "--modality", "image", "--output_dir", str(tmp_path / "i")]
+        )
+    index = HashIndex.load(tmp_path / "i")
+    assert index.model_fingerprint is not None
+    features = _save(tmp_path, np.zeros((2, 40), np.float32))
+    argv = ["--index_dir", str(tmp_path / "i"), "--features", str(features), "--query_modality", "text"]
+    with pytest.raises(ValueError, match="--model_dir .*not those that made this index's codes"):
+        search.main([*argv, "--model_dir", str(other)])
+    with pytest.raises(ValueError, match="not those that made this index's codes"):
+        index.search_features(CRCGSModel.from_pretrained(other), text_features=np.zeros((2, 40), np.float32))
+    assert len(search.main([*argv, "--model_dir", str(model_dir)])["results"]) == 2

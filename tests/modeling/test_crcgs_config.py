@@ -1,6 +1,7 @@
 """CRCGSConfig: release defaults, validation errors naming the field, JSON round trip, docstring examples."""
 
 import doctest
+import json
 
 import pytest
 
@@ -88,3 +89,46 @@ def test_config_docstring_has_example_blocks():
     assert "CRCGSConfig" in names
     names = {t.name.split(".")[-1] for t in finder.find(modeling_crcgs.modeling_crcgs) if t.examples}
     assert {"CRCGSModel", "CRCGSForPreTraining"} <= names
+
+
+@pytest.mark.parametrize(
+    "typo, closest",
+    [
+        ("hash_bit", "hash_bits"),
+        ("commn_dim", "common_dim"),
+        ("support_set_wieght", "support_set_weight"),
+        ("tower_hidden_dim", "tower_hidden_dims"),
+        ("vision_backbon", "vision_backbone"),
+    ],
+)
+def test_unknown_field_is_refused_naming_the_closest(tmp_path, typo, closest):
+    with pytest.raises(ValueError, match=f"no field '{typo}'; did you mean '{closest}'"):
+        CRCGSConfig(**{typo: 32})
+    # the same typo in a saved config.json
+    CRCGSConfig(hash_bits=16).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved[typo] = 32
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=f"no field '{typo}'"):
+        CRCGSConfig.from_pretrained(tmp_path)
+
+
+def test_unknown_field_far_from_any_name_is_refused_without_a_guess():
+    with pytest.raises(ValueError, match="no field 'zzqqxx'$"):
+        CRCGSConfig(zzqqxx=1)
+
+
+def test_transformers_base_keys_still_load(tmp_path):
+    config = CRCGSConfig(
+        hash_bits=16,
+        architectures=["CRCGSModel"],
+        dtype="float32",
+        torch_dtype="float32",
+        pad_token_id=0,
+        use_cache=False,
+        output_attentions=False,
+        auto_map={"AutoModel": "modeling_crcgs.CRCGSModel"},
+        _attn_implementation_autoset=True,
+    )
+    config.save_pretrained(tmp_path)
+    assert CRCGSConfig.from_pretrained(tmp_path).to_dict() == config.to_dict()

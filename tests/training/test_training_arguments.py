@@ -161,3 +161,25 @@ def test_hub_token_is_not_written_to_the_resolved_arguments():
     data_args, model_args, args = parse_args(["--dataset", "synthetic", "--hub_token", "hf_secret"])
     assert args.hub_token == "hf_secret"
     assert "hf_secret" not in json.dumps(resolved_arguments(data_args, model_args, args), default=str)
+
+
+def test_model_config_typo_is_refused_naming_the_closest_field():
+    with pytest.raises(
+        ValueError, match="--model_config: CRCGSConfig has no field 'commn_dim'; did you mean 'common_dim'"
+    ):
+        parse_args(["--dataset", "synthetic", "--model_config", json.dumps({"commn_dim": 64})])
+
+
+@pytest.mark.parametrize(
+    "name, text, where",
+    [
+        ("bad.yaml", "dataset: synthetic\nseed: [1, 2\nhash_bits: 8\n", "line 3"),
+        ("tabs.yaml", "dataset: synthetic\n\tseed: 3\n", "line 2"),
+        ("bad.json", '{"dataset": "synthetic",}', "not valid JSON"),
+    ],
+)
+def test_config_file_syntax_error_names_the_file_and_line(tmp_path, name, text, where):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"--config: {path}.*{where}"):
+        load_config_file(path)

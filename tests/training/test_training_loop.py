@@ -135,3 +135,17 @@ def test_the_earliest_best_epoch_is_kept(accelerator, tmp_path, scores, greater_
     # the weights saved at the best epoch, not the last ones
     assert float(unit.loaded["weight"].sum()) == summary["history"][best]["weight_sum"]
     assert summary["history"][best]["weight_sum"] != summary["history"][-1]["weight_sum"]
+
+
+def test_truncate_log_drops_records_after_the_checkpoint_step(tmp_path):
+    import json
+
+    from training.logging_utils import read_log, truncate_log
+
+    path = tmp_path / "train_log.jsonl"
+    records = [{"step": None, "config": {}}] + [{"step": s, "loss": s / 10} for s in range(1, 9)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 9, "lo')  # a cut write
+    assert truncate_log(path, 5) == 4
+    assert [r["step"] for r in read_log(path)] == [1, 2, 3, 4, 5]
+    assert json.loads(path.read_text().splitlines()[0]) == {"step": None, "config": {}}
+    assert truncate_log(path, 5) == 0 and truncate_log(tmp_path / "missing.jsonl", 1) == 0

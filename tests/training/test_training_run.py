@@ -8,7 +8,7 @@ import pytest
 import torch
 from kill_resume import run_and_kill, run_to_end
 from safetensors.torch import load_file
-from tiny_training_config import TINY_DATASET, tiny_config, write_config
+from tiny_training_config import TINY_DATASET, TINY_MODEL, tiny_config, write_config
 
 from training.logging_utils import read_log
 from training.publishing import HubPushError, push_folders
@@ -112,6 +112,102 @@ def test_finished_output_dir_is_not_overwritten(finished_run):
     with pytest.raises(ValueError, match="--overwrite_output_dir"):
         main(_argv(config))
     assert (out / "synthetic-8bits" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_overwrite_refuses_around_a_user_file_and_deletes_nothing(finished_run):
+    out, config, _ = finished_run
+    draft = out / "synthetic-8bits" / "paper_draft.tex"
+    draft.write_text("my paper")
+    before = sorted(p for p in out.rglob("*") if p.is_file())
+    try:
+        with pytest.raises(ValueError, match="did not write") as info:
+            main(_argv(config, "--overwrite_output_dir"))
+        assert str(draft) in str(info.value)
+        assert sorted(p for p in out.rglob("*") if p.is_file()) == before
+    finally:
+        draft.unlink()
+
+
+def test_a_run_records_every_file_it_wrote(finished_run):
+    from training.run_files import RunFiles
+
+    out, _, _ = finished_run
+    assert RunFiles(out).in_the_way(["synthetic-8bits", "synthetic-16bits"]) == []
+    assert "synthetic-8bits/model.safetensors" in RunFiles(out).recorded()
+
+
+def _unfinished_copy(finished: Path, out: Path) -> Path:
+    """The finished run's checkpoints and stage weights, without its model folders: an unfinished run."""
+    import shutil
+
+    for name in ("checkpoints", "stages"):
+        shutil.copytree(finished / name, out / name)
+    return out
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"hash_bits": [8, 32]}, "hash_bits"),
+        ({"dataset_options": {**TINY_DATASET, "data_seed": 99}}, "dataset_options"),
+        ({"dataset_options": {**TINY_DATASET, "num_train": 100}}, "split_sizes"),
+        ({"student_learning_rate": 0.5}, "student_learning_rate"),
+        ({"model_config": {**TINY_MODEL, "support_set_weight": 0.0}}, "model_config"),
+    ],
+)
+def test_resume_on_other_data_or_settings_is_refused_naming_them(finished_run, tmp_path, change, named):
+    out = _unfinished_copy(finished_run[0], tmp_path / "out")
+    config = write_config(tmp_path / "c.json", tiny_config(out, **change))
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match=f"other data or settings.*{named}: checkpoint"):
+        main(_argv(config, "--resume_from_checkpoint", "latest"))
+    # the checkpoints and stage weights are untouched; the refused run wrote no training_args.json
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p in before} == before
+    assert not (out / "training_args.json").exists()
+
+
+def test_resume_with_the_same_settings_passes_the_fingerprint(finished_run, tmp_path):
+    from training.checkpointing import STATE_NAME, CheckpointManager, TrainerState
+    from training.fingerprint import fingerprint_differences
+
+    out = _unfinished_copy(finished_run[0], tmp_path / "out")
+    state = TrainerState.from_file(CheckpointManager(out).resolve("latest") / STATE_NAME)
+    assert state.fingerprint["hash_bits"] == [8, 16] and state.fingerprint["seed"] == 7
+    assert "output_dir" not in state.fingerprint and "logging_steps" not in state.fingerprint
+    assert fingerprint_differences(state.fingerprint, dict(state.fingerprint)) == []
+
+
+def test_another_runs_checkpoint_is_refused(finished_run, tmp_path):
+    foreign = _latest_checkpoint(finished_run[0])
+    config = write_config(tmp_path / "c.json", tiny_config(tmp_path / "out"))
+    with pytest.raises(ValueError, match="another run's checkpoint"):
+        main(_argv(config, "--resume_from_checkpoint", str(foreign)))
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "invalid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"global_step": -4}', "global_step must be an integer >= 0"),
+        ('{"epoch": "two"}', "epoch must be an integer >= 0"),
+        ('{"learning_rate": 1}', "unknown trainer-state field"),
+    ],
+)
+def test_garbage_trainer_state_is_refused_naming_the_file(tmp_path, content, message):
+    from training.checkpointing import STATE_NAME, TrainerState
+
+    (tmp_path / STATE_NAME).write_text(content)
+    with pytest.raises(ValueError, match=message) as info:
+        TrainerState.from_file(tmp_path / STATE_NAME)
+    assert str(tmp_path / STATE_NAME) in str(info.value)
+
+
+def _latest_checkpoint(out: Path) -> Path:
+    from training.checkpointing import CheckpointManager
+
+    return CheckpointManager(out).resolve("latest")
 
 
 def test_unfinished_output_dir_needs_resume_or_overwrite(tmp_path):
