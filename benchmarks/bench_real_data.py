@@ -96,12 +96,17 @@ def run_fold(data_dir: Path, splits: dict, bits: list[int], work: Path, extra: l
         *extra,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    env.setdefault("OMP_NUM_THREADS", "1")  # small networks: one thread per run is fastest, and folds stay comparable
+    env.setdefault(
+        "OMP_NUM_THREADS", "1"
+    )  # small networks: one thread per run is fastest, and folds stay comparable
     completed = subprocess.run(command, env=env, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"training failed (exit {completed.returncode}):\n{completed.stderr[-4000:]}")
     summary = json.loads((output_dir / "run_summary.json").read_text())
-    return {int(b): json.loads((Path(f) / "eval_results.json").read_text()) for b, f in summary["model_folders"].items()}
+    return {
+        int(b): json.loads((Path(f) / "eval_results.json").read_text())
+        for b, f in summary["model_folders"].items()
+    }
 
 
 def scores(result: dict, space: str) -> tuple[float, float, float]:
@@ -119,7 +124,9 @@ def main() -> None:
     parser.add_argument("train_args", nargs="*", help="extra train.py flags (after --)")
     args = parser.parse_args()
     if not (args.data_dir / "image_features.npy").is_file():
-        print(f"SKIPPED: no development data at {args.data_dir} (image_features.npy, text_features.npy, labels.npy)")
+        print(
+            f"SKIPPED: no development data at {args.data_dir} (image_features.npy, text_features.npy, labels.npy)"
+        )
         return
     labels = multi_hot(np.load(args.data_dir / "labels.npy", allow_pickle=False))
     folds = stratified_folds(labels, args.folds, args.seed)
@@ -129,7 +136,11 @@ def main() -> None:
         fold_started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f"crcgs-fold{fold}-") as work:
             results = run_fold(
-                args.data_dir, fold_splits(labels, folds, fold, args.seed), args.hash_bits, Path(work), args.train_args
+                args.data_dir,
+                fold_splits(labels, folds, fold, args.seed),
+                args.hash_bits,
+                Path(work),
+                args.train_args,
             )
         first = results[args.hash_bits[0]]
         row = {
@@ -143,7 +154,8 @@ def main() -> None:
             row[f"CCA {bits}-bit"] = scores(results[bits]["baselines"]["cca"], "hamming")
         rows.append(row)
         print(
-            f"fold {fold}: " + ", ".join(f"{k} {v[2]:.4f}" for k, v in row.items() if isinstance(v, tuple))
+            f"fold {fold}: "
+            + ", ".join(f"{k} {v[2]:.4f}" for k, v in row.items() if isinstance(v, tuple))
             + f" ({row['seconds']:.0f} s)",
             flush=True,
         )
@@ -165,7 +177,10 @@ def main() -> None:
     print("\nmargin over CCA (model - CCA, mean of I2T and T2I), per fold:")
     for space in ["continuous", *(f"{b}-bit" for b in args.hash_bits)]:
         margins = np.array([row[f"model {space}"][2] - row[f"CCA {space}"][2] for row in rows])
-        print(f"  {space}: min {margins.min():+.4f}, mean {margins.mean():+.4f}; " + " ".join(f"{m:+.4f}" for m in margins))
+        print(
+            f"  {space}: min {margins.min():+.4f}, mean {margins.mean():+.4f}; "
+            + " ".join(f"{m:+.4f}" for m in margins)
+        )
     total = time.perf_counter() - started
     print(f"\nwall time: {total:.0f} s ({total / len(rows):.0f} s per fold, train + evaluation)")
 
