@@ -23,12 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .metrics import retrieval_metrics
+from .metrics import score_directions
 
 __all__ = ["LinearCCA", "cca_baseline"]
-
-# Directions of the evaluation: (result key, query modality, database modality).
-_DIRECTIONS = (("i2t", "image", "text"), ("t2i", "text", "image"))
 
 
 def _inverse_sqrt(covariance: np.ndarray) -> np.ndarray:
@@ -133,31 +130,23 @@ def cca_baseline(
     """Fit :class:`LinearCCA` on ``train_split`` and score it like the model on ``query_split`` / ``database_split``.
 
     Splits are ``datasets.Dataset`` objects with ``image_features``, ``text_features`` and ``labels``. Returns
-    ``{"method", "hamming": {"i2t": {...}, "t2i": {...}}, "continuous": {...}}`` with ``map_all``, ``map_at_k``
-    and ``k``, as in ``eval_results.json``.
+    ``{"method", "hamming": {"i2t": {...}, "t2i": {...}}, "continuous": {...}}`` scored by the model's own
+    :func:`~modeling_crcgs.retrieval.metrics.score_directions` (``map_all``, ``map_at_k``, ``k``; Hamming adds
+    ``precision_at_radius_2``), as in ``eval_results.json``.
     """
     train, query, database = (_split_arrays(s) for s in (train_split, query_split, database_split))
     cca = LinearCCA().fit(train["image_features"], train["text_features"])
-    encoded = {}
+    encoded: dict[str, dict[str, torch.Tensor]] = {}
     for name, arrays in (("query", query), ("database", database)):
+        encoded[name] = {"labels": torch.from_numpy(arrays["labels"])}
         for modality in ("image", "text"):
             features = arrays[f"{modality}_features"]
-            encoded[name, modality, "continuous"] = cca.transform(features, modality)
-            encoded[name, modality, "hamming"] = cca.hash_codes(features, modality, hash_bits)
+            encoded[name][f"{modality}_embeds"] = torch.from_numpy(cca.transform(features, modality))
+            encoded[name][f"{modality}_codes"] = torch.from_numpy(
+                cca.hash_codes(features, modality, hash_bits)
+            )
     result: dict[str, Any] = {
         "method": f"linear CCA ({len(cca.correlations)} directions, fitted on the training split)"
     }
-    for space, distance in (("hamming", "hamming"), ("continuous", "cosine")):
-        result[space] = {}
-        for direction, query_modality, database_modality in _DIRECTIONS:
-            scores = retrieval_metrics(
-                torch.from_numpy(encoded["query", query_modality, space]),
-                torch.from_numpy(encoded["database", database_modality, space]),
-                torch.from_numpy(query["labels"]),
-                torch.from_numpy(database["labels"]),
-                top_k=top_k,
-                distance=distance,
-                k_values=[top_k],
-            )
-            result[space][direction] = {key: scores[key] for key in ("map_all", "map_at_k", "k")}
+    score_directions(encoded["query"], encoded["database"], top_k, result)  # the model's scorer
     return result

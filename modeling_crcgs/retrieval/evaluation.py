@@ -32,7 +32,7 @@ from .encoding import (
     encode_rows,
     uses_backbone,
 )
-from .metrics import retrieval_metrics
+from .metrics import score_directions
 
 __all__ = [
     "encode_split",
@@ -45,10 +45,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("image_features", "text_features", "labels")
-# (result key, query modality, database modality): I2T = image queries against database texts.
-_DIRECTIONS = (("i2t", "image", "text"), ("t2i", "text", "image"))
-# (result key, encoded key suffix, metric distance)
-_SPACES = (("hamming", "codes", "hamming"), ("continuous", "embeds", "cosine"))
 
 
 def _check_split(split: Any, name: str, required: tuple[str, ...] = REQUIRED_COLUMNS) -> None:
@@ -163,30 +159,6 @@ def _top_k(top_k: Optional[int], num_query: int, num_database: int) -> int:
     return k
 
 
-def _score_directions(query: dict, database: dict, k: int, result: dict) -> dict[str, dict]:
-    """Fill ``result[space][direction]`` (mAP@all, mAP@k, P@H<=2) for Hamming codes and continuous
-    embeddings, I2T and T2I, in one ranking pass each; returns their curves, keyed the same way."""
-    curves: dict[str, dict] = {}
-    for space, suffix, distance in _SPACES:
-        result[space], curves[space] = {}, {}
-        for direction, query_modality, database_modality in _DIRECTIONS:
-            scores = retrieval_metrics(
-                query[f"{query_modality}_{suffix}"],
-                database[f"{database_modality}_{suffix}"],
-                query["labels"],
-                database["labels"],
-                top_k=k,
-                distance=distance,
-            )
-            result[space][direction] = {key: scores[key] for key in ("map_all", "map_at_k", "k")}
-            if "precision_at_radius_2" in scores:
-                result[space][direction]["precision_at_radius_2"] = scores["precision_at_radius_2"]
-            curves[space][direction] = {
-                key: scores[key] for key in ("precision_at_k", "pr_curve") if key in scores
-            }
-    return curves
-
-
 def evaluate_retrieval(
     model: Any,
     query_split: Any,
@@ -250,7 +222,7 @@ def evaluate_retrieval(
         "num_query": num_query,
         "num_database": num_database,
     }
-    result["curves"] = _score_directions(query, database, k, result)
+    result["curves"] = score_directions(query, database, k, result)
     result["protocol"] = retrieval_protocol(query_split, database_split)
     result["code_statistics"] = {
         modality: code_statistics(database[f"{modality}_codes"], database["labels"])

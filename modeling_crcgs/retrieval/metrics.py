@@ -62,6 +62,7 @@ __all__ = [
     "ndcg_at_k",
     "retrieval_metrics",
     "default_k_values",
+    "score_directions",
 ]
 
 DISTANCES = ("hamming", "cosine")
@@ -824,3 +825,33 @@ def retrieval_metrics(
         result["pr_curve"] = _mean_curve("radius", list(range(prepared.num_bits + 1)), sums["radius"], q)
         result["precision_at_radius_2"] = result["pr_curve"]["precision"][min(2, prepared.num_bits)]
     return result
+
+
+# (result key, query modality, database modality): I2T = image queries against database texts.
+DIRECTIONS = (("i2t", "image", "text"), ("t2i", "text", "image"))
+# (result key, encoded key suffix, metric distance)
+SPACES = (("hamming", "codes", "hamming"), ("continuous", "embeds", "cosine"))
+
+
+def score_directions(query: dict, database: dict, k: int, result: dict) -> dict[str, dict]:
+    """Fill ``result[space][direction]`` (mAP@all, mAP@k, P@H<=2) for Hamming codes and continuous
+    embeddings, I2T and T2I, in one ranking pass each; returns their curves, keyed the same way."""
+    curves: dict[str, dict] = {}
+    for space, suffix, distance in SPACES:
+        result[space], curves[space] = {}, {}
+        for direction, query_modality, database_modality in DIRECTIONS:
+            scores = retrieval_metrics(
+                query[f"{query_modality}_{suffix}"],
+                database[f"{database_modality}_{suffix}"],
+                query["labels"],
+                database["labels"],
+                top_k=k,
+                distance=distance,
+            )
+            result[space][direction] = {key: scores[key] for key in ("map_all", "map_at_k", "k")}
+            if "precision_at_radius_2" in scores:
+                result[space][direction]["precision_at_radius_2"] = scores["precision_at_radius_2"]
+            curves[space][direction] = {
+                key: scores[key] for key in ("precision_at_k", "pr_curve") if key in scores
+            }
+    return curves
