@@ -39,6 +39,7 @@ _WEIGHTS = (
     "hash_similarity_weight",
     "hash_label_weight",
     "hash_quantization_weight",
+    "tower_input_noise",
 )
 MIN_HASH_BITS, MAX_HASH_BITS = 8, 1024
 # Keys transformers' own configs carry (saved by `to_dict`, passed by `from_pretrained`, read by the
@@ -105,6 +106,10 @@ class CRCGSConfig(PreTrainedConfig):
         tower_input_dropout (`float`, *optional*, defaults to 0.0):
             Dropout on the student towers' inputs (the release has none; the recipe for small real data
             uses 0.2, measured in docs/REAL_DATA.md).
+        tower_input_noise (`float`, *optional*, defaults to 0.0):
+            Standard deviation of the Gaussian noise added to the student towers' inputs in training mode,
+            after the input normaliser and before the input dropout (the release has none; the recipe for
+            small real data uses 0.5 on standardised features, measured in docs/REAL_DATA.md).
         common_dim (`int`, *optional*, defaults to 1024):
             Width d of the common space: the shared Linear W maps the last tower width to d.
         converted_dim (`int`, *optional*, defaults to 1024):
@@ -216,6 +221,7 @@ class CRCGSConfig(PreTrainedConfig):
         hash_bits: int = 64,
         tower_hidden_dims: Sequence[int] = (2048, 2048, 2048),
         tower_input_dropout: float = 0.0,
+        tower_input_noise: float = 0.0,
         common_dim: int = 1024,
         converted_dim: int = 1024,
         teacher_i2t_encoder_dims: Sequence[int] = (2048,),
@@ -262,6 +268,7 @@ class CRCGSConfig(PreTrainedConfig):
         self.hash_bits = hash_bits
         self.tower_hidden_dims = _as_int_list(tower_hidden_dims, "tower_hidden_dims")
         self.tower_input_dropout = tower_input_dropout
+        self.tower_input_noise = tower_input_noise
         self.common_dim = common_dim
         self.converted_dim = converted_dim
         self.teacher_i2t_encoder_dims = _as_int_list(teacher_i2t_encoder_dims, "teacher_i2t_encoder_dims")

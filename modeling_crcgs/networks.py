@@ -37,36 +37,44 @@ def mlp(dims: list[int], activation: type[nn.Module]) -> nn.Sequential:
 
 class FeatureTower(nn.Module):
     """Student tower on pre-extracted features: ``len(hidden_dims)`` x (Linear + tanh) (docs/METHOD.md network 3),
-    after an input dropout (0 in the release; the recipe for small real data uses it as its regulariser).
+    after input noise and input dropout (neither in the release; the recipe for small real data uses both as
+    its regularisers): in training mode ``x -> dropout(x + input_noise * N(0, I))``.
 
     Args:
         input_dim: width of the input features. hidden_dims: widths of the layers (release: 2048 x 3).
         input_dropout: dropout probability on the input features, active in training mode.
+        input_noise: standard deviation of the Gaussian noise added to the inputs, active in training mode.
     """
 
-    def __init__(self, input_dim: int, hidden_dims: list[int], input_dropout: float = 0.0):
+    def __init__(
+        self, input_dim: int, hidden_dims: list[int], input_dropout: float = 0.0, input_noise: float = 0.0
+    ):
         super().__init__()
         self.input_dim = input_dim
         self.output_dim = hidden_dims[-1]
+        self.input_noise = input_noise
         self.input_dropout = nn.Dropout(input_dropout)
         self.layers = mlp([input_dim, *hidden_dims], nn.Tanh)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(batch, input_dim) -> (batch, output_dim)."""
+        if self.training and self.input_noise:
+            features = features + self.input_noise * torch.randn_like(features)
         return self.layers(self.input_dropout(features))
 
 
 def build_tower(config: CRCGSConfig, modality: str) -> nn.Module:
     """The tower of one modality ("image" or "text"); every tower has an ``output_dim`` attribute."""
     encoder = BackboneEncoder.from_crcgs_config(config, modality) if modality in ("image", "text") else None
+    regularisers = (config.tower_input_dropout, config.tower_input_noise)
     if encoder is not None:  # raw inputs: backbone -> pooled output -> the tower MLP
         return BackboneTower(
-            encoder, FeatureTower(encoder.output_dim, config.tower_hidden_dims, config.tower_input_dropout)
+            encoder, FeatureTower(encoder.output_dim, config.tower_hidden_dims, *regularisers)
         )
     if modality == "image":
-        return FeatureTower(config.image_input_dim, config.tower_hidden_dims, config.tower_input_dropout)
+        return FeatureTower(config.image_input_dim, config.tower_hidden_dims, *regularisers)
     if modality == "text":
-        return FeatureTower(config.text_input_dim, config.tower_hidden_dims, config.tower_input_dropout)
+        return FeatureTower(config.text_input_dim, config.tower_hidden_dims, *regularisers)
     raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
 
 

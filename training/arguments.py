@@ -209,6 +209,14 @@ class CRCGSTrainingArguments:
             "(the best epoch is kept either way). Default: train every epoch, as the release."
         },
     )
+    student_ema_decay: Optional[float] = field(
+        default=None,
+        metadata={
+            "help": "Validate, keep and save an exponential moving average of the student's weights, "
+            "updated after every step with this decay in (0, 1) (recipe for own features: 0.99). "
+            "Default: the weights as trained, as the release."
+        },
+    )
     # Stage 3: hash heads (docs/METHOD.md "Hash-head losses").
     hash_epochs: int = field(default=30, metadata={"help": "Hash-head epochs (release: MIRFLICKR 30)."})
     hash_batch_size: int = field(
@@ -335,6 +343,11 @@ class CRCGSTrainingArguments:
             "hash_adam_betas",
         ):
             _check_betas(name, list(getattr(self, name)))
+        decay = self.student_ema_decay
+        if decay is not None and (
+            isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1
+        ):
+            raise ValueError(f"--student_ema_decay: expected a number in (0, 1), got {decay!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"--mixed_precision: expected no, fp16 or bf16, got {self.mixed_precision!r}")
         bad = [t for t in self.report_to if t not in TRACKERS + ("all", "none")]

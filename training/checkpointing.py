@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -131,8 +132,11 @@ class CheckpointManager:
             )
         return path
 
-    def save(self, accelerator: Any, state: TrainerState) -> Path:
-        """`save_state` into a temp folder, add trainer_state.json, rename into place, prune old ones."""
+    def save(
+        self, accelerator: Any, state: TrainerState, write_extra: Optional[Callable[[Path], None]] = None
+    ) -> Path:
+        """`save_state` into a temp folder, add trainer_state.json (and what `write_extra(folder)` writes, on
+        the main process), rename into place, prune old ones."""
         state.checkpoint_seq += 1
         final = self.root / f"checkpoint-{state.checkpoint_seq:06d}"
         tmp = self.root / f"{final.name}.tmp"
@@ -144,6 +148,8 @@ class CheckpointManager:
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            if write_extra is not None:
+                write_extra(tmp)
             atomic_write_text(tmp / STATE_NAME, state.to_json())
             replace_directory(tmp, final)
             RunFiles(self.root.parent).record(final.relative_to(self.root.parent), "logs")

@@ -11,6 +11,7 @@ import logging
 import math
 import zlib
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -20,6 +21,7 @@ import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from training.averaging import ParameterAverage
 from training.checkpointing import CheckpointManager, StageStore, TrainerState
 from training.console import format_metrics, get_logger, progress_bar
 
@@ -98,6 +100,7 @@ class UnitSpec:
     plateau_patience: Optional[int] = None
     min_lr: float = 0.0
     early_stopping_patience: Optional[int] = None  # stop after this many epochs without a better metric
+    average: Optional[ParameterAverage] = None  # validate, keep and save this moving average of the weights
 
 
 def _patience_exhausted(patience: Optional[int], epoch: int, best_epoch: Optional[int]) -> bool:
@@ -171,6 +174,8 @@ class UnitRunner:
             )
         if resume_dir is not None:
             load_state_or_warn(acc, resume_dir)
+            if spec.average is not None:
+                spec.average.load(resume_dir)
             if plateau is not None and state.scheduler_state is not None:
                 plateau.load_state_dict(state.scheduler_state)
             logger.info(
@@ -183,24 +188,35 @@ class UnitRunner:
     def _end_epoch(self, spec: UnitSpec, epoch: int, plateau: Optional[ReduceLROnPlateau]) -> None:
         """Validate after `epoch`: step the plateau scheduler, keep the best weights, log the metrics."""
         acc, state = self.accelerator, self.state
-        metrics = spec.validate()
+        with spec.average.applied() if spec.average is not None else nullcontext():
+            metrics = spec.validate()
+            self._keep_if_best(spec, epoch, metrics[spec.metric])
         value = metrics[spec.metric]
         if plateau is not None:
             plateau.step(value)
             state.scheduler_state = plateau.state_dict()
-        improved = state.best_metric is None or (
-            value > state.best_metric if spec.greater_is_better else value < state.best_metric
-        )
-        if improved:
-            state.best_metric, state.best_epoch = value, epoch
-            if acc.is_main_process:
-                self.store.save_best(spec.name, spec.best_tensors())
         state.history.append({"epoch": epoch, **metrics})
         acc.log({f"{spec.name}/val/{k}": v for k, v in metrics.items()}, step=state.global_step)
         logger.info(
             f"{spec.name} epoch {epoch + 1}/{spec.epochs}: {format_metrics(metrics)} "
             f"(best {spec.metric} {state.best_metric:.4f} at epoch {state.best_epoch + 1})"
         )
+
+    def _keep_if_best(self, spec: UnitSpec, epoch: int, value: float) -> None:
+        """Record `epoch` as the best and save its weights when `value` beats the best metric so far."""
+        state = self.state
+        improved = state.best_metric is None or (
+            value > state.best_metric if spec.greater_is_better else value < state.best_metric
+        )
+        if improved:
+            state.best_metric, state.best_epoch = value, epoch
+            if self.accelerator.is_main_process:
+                self.store.save_best(spec.name, spec.best_tensors())
+
+    def _save_checkpoint(self, spec: UnitSpec) -> Path:
+        """A checkpoint of the run, with the unit's parameter average when it keeps one."""
+        write_extra = spec.average.save if spec.average is not None else None
+        return self.checkpoints.save(self.accelerator, self.state, write_extra)
 
     def _epochs(self, spec: UnitSpec, plateau: Optional[ReduceLROnPlateau], bar: Any) -> None:
         """The epochs of `spec` from the state's position: train steps, then validation per epoch."""
@@ -229,23 +245,25 @@ class UnitRunner:
                     terms = spec.train_step(batch)
                 except NonFiniteLossError as err:
                     where = f"{spec.name} step {state.global_step + 1} (epoch {epoch}, batch {state.step_in_epoch})"
-                    path = self.checkpoints.save(acc, state)
+                    path = self._save_checkpoint(spec)
                     raise NonFiniteLossError(err.term, err.value, where, path) from None
                 state.step_in_epoch += 1
                 bar.update(1)
                 if not acc.sync_gradients:
                     continue
                 state.global_step += 1
+                if spec.average is not None:
+                    spec.average.update()
                 if state.global_step % self.logging_steps == 0:
                     values = {f"{spec.name}/loss/{k}": float(v) for k, v in terms.items()}
                     values[f"{spec.name}/lr"] = spec.optimizer.param_groups[0]["lr"]
                     acc.log(values, step=state.global_step)
                     bar.set_postfix(loss=f"{values.get(f'{spec.name}/loss/total', float('nan')):.4g}")
                 if self.checkpointing_steps and state.global_step % self.checkpointing_steps == 0:
-                    self.checkpoints.save(acc, state)
+                    self._save_checkpoint(spec)
             self._end_epoch(spec, epoch, plateau)
             state.epoch, state.step_in_epoch = epoch + 1, 0
-            self.checkpoints.save(acc, state)
+            self._save_checkpoint(spec)
             if _patience_exhausted(spec.early_stopping_patience, epoch, state.best_epoch):
                 logger.info(
                     f"{spec.name}: early stop after epoch {epoch + 1}: no better {spec.metric} for "

@@ -25,6 +25,7 @@ import torch
 
 from modeling_crcgs import CRCGSForPreTraining
 from modeling_crcgs.losses import global_batch
+from training.averaging import ParameterAverage
 from training.data import TensorDictDataset, eval_loader, per_process_batch_size, train_loader
 from training.loop import UnitSpec, check_finite
 from training.model_setup import load_partial_state, set_trainable, trainable_state, without_hash_head
@@ -171,6 +172,13 @@ def student_unit(
         plateau_patience=args.student_lr_patience,
         min_lr=args.min_learning_rate,
         early_stopping_patience=args.early_stopping_patience,
+        average=(
+            ParameterAverage(
+                {n: p for n, p in model.named_parameters() if p.requires_grad}, args.student_ema_decay
+            )
+            if args.student_ema_decay
+            else None
+        ),
     )
 
 

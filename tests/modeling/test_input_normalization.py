@@ -92,6 +92,8 @@ def test_constant_feature_maps_to_zero_and_negative_histograms_are_refused():
         ("image_feature_normalization", "zscore", "image_feature_normalization must be one of"),
         ("text_feature_normalization", None, "text_feature_normalization must be one of"),
         ("tower_input_dropout", 1.0, "tower_input_dropout must be a probability"),
+        ("tower_input_noise", -0.1, "tower_input_noise must be a finite number >= 0"),
+        ("tower_input_noise", float("inf"), "tower_input_noise must be a finite number >= 0"),
     ],
 )
 def test_bad_normalisation_settings_are_refused(field, value, message):
@@ -105,3 +107,21 @@ def test_fit_refuses_bad_training_features():
         model.fit_feature_normalizers(text_features=torch.zeros(5, 3))
     with pytest.raises(ValueError, match="text_features contains NaN"):
         model.fit_feature_normalizers(text_features=torch.full((5, 7), float("nan")))
+
+
+def test_tower_input_noise_perturbs_training_only():
+    """Gaussian noise of the configured std on the towers' inputs in training mode; none in eval mode."""
+    from modeling_crcgs.networks import FeatureTower
+
+    tower = FeatureTower(64, [8], input_noise=0.5)
+    inputs = torch.zeros(4000, 64)
+    tower.layers = torch.nn.Sequential()  # look at what the layers receive
+    tower.train()
+    torch.manual_seed(0)
+    noisy = tower(inputs)
+    assert abs(float(noisy.std()) - 0.5) < 0.01 and abs(float(noisy.mean())) < 0.01
+    tower.eval()
+    assert torch.equal(tower(inputs), inputs)
+    quiet = FeatureTower(64, [8], input_noise=0.0).train()
+    quiet.layers = torch.nn.Sequential()
+    assert torch.equal(quiet(inputs), inputs)

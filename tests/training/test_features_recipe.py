@@ -32,11 +32,13 @@ def recipe_run(tmp_path_factory):
         "--dataset", "features", "--data_dir", str(data), "--cache_dir", str(root / "cache"),
         "--output_dir", str(root / "out"), "--hash_bits", "8",
         "--teacher_epochs", "1", "--student_epochs", "6", "--hash_epochs", "4", "--early_stopping_patience", "1",
+        "--student_ema_decay", "0.9",
         "--model_config", json.dumps({"tower_hidden_dims": [32, 32], "common_dim": 16, "converted_dim": 16,
                                       "teacher_i2t_encoder_dims": [16], "teacher_i2t_decoder_dims": [16],
                                       "teacher_t2i_encoder_dims": [16], "teacher_t2i_decoder_dims": [16],
                                       "image_feature_normalization": "standardize",
-                                      "text_feature_normalization": "standardize", "tower_input_dropout": 0.2}),
+                                      "text_feature_normalization": "standardize", "tower_input_dropout": 0.2,
+                                      "tower_input_noise": 0.5}),
     ]  # fmt: skip
     summary = main(argv)
     return root, data, summary, text[:100], image[:100]
@@ -46,9 +48,11 @@ def test_recipe_is_recorded_and_normalisers_are_fitted_on_the_training_split(rec
     root, _, summary, train_text, train_image = recipe_run
     args = json.loads((root / "out" / "training_args.json").read_text())
     assert args["config"].endswith("training/configs/features.yaml") and args["early_stopping_patience"] == 1
+    assert args["student_ema_decay"] == 0.9
     folder = root / "out" / "features-8bits"
     config = json.loads((folder / "config.json").read_text())
     assert config["text_feature_normalization"] == "standardize" and config["tower_input_dropout"] == 0.2
+    assert config["tower_input_noise"] == 0.5
     tensors = load_file(folder / "model.safetensors")
     np.testing.assert_allclose(tensors["text_normalizer.mean"].numpy(), train_text.mean(0), rtol=1e-5)
     np.testing.assert_allclose(tensors["text_normalizer.std"].numpy(), train_text.std(0), rtol=1e-4)

@@ -63,6 +63,7 @@ def test_features_folder_takes_the_shipped_recipe(tmp_path):
     assert model.model_config == recipe["model_config"]
     assert model.model_config["image_feature_normalization"] != "none"
     assert train.early_stopping_patience == recipe["early_stopping_patience"]
+    assert train.student_ema_decay == recipe["student_ema_decay"]
     # Flags still override the recipe.
     _, _, train = parse_args(["--dataset", "features", "--data_dir", str(tmp_path), "--student_epochs", "3"])
     assert train.student_epochs == 3
@@ -92,6 +93,11 @@ def test_synthetic_without_config_keeps_the_argument_defaults():
         (["--dataset", "synthetic", "--stages", "hash", "teachers"], "--stages"),
         (["--dataset", "synthetic", "--stages", "pretrain"], "--stages"),
         (["--dataset", "synthetic", "--student_learning_rate", "-1"], "--student_learning_rate"),
+        (
+            ["--dataset", "synthetic", "--student_ema_decay", "1"],
+            r"--student_ema_decay: expected a number in \(0, 1\)",
+        ),
+        (["--dataset", "synthetic", "--student_ema_decay", "0"], "--student_ema_decay"),
         (["--dataset", "synthetic", "--hash_adam_betas", "0.5"], "--hash_adam_betas"),
         (["--dataset", "synthetic", "--push_to_hub"], "--hub_model_id"),
         (["--dataset", "synthetic", "--hub_model_id", "noslash"], "org/name"),
