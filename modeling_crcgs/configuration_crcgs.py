@@ -325,6 +325,13 @@ class CRCGSConfig(PreTrainedConfig):
         """Width of the hash head's hidden layers: ``hash_hidden_dim`` or ``common_dim // 2``."""
         return self.hash_hidden_dim if self.hash_hidden_dim is not None else max(1, self.common_dim // 2)
 
+    @property
+    def student_uses_teachers(self) -> bool:
+        """Whether a student term needs the teachers: distillation, the adversarial teaching assistants (with
+        ``dis_iter`` > 0) or the teacher-student contrastive term has a weight > 0."""
+        adversarial = bool(self.adversarial_weight) and self.dis_iter > 0
+        return bool(self.distillation_weight or self.contrastive_weight or adversarial)
+
     def validate_crcgs(self) -> None:
         """Check every CRCGS field; raise ValueError naming the first field that is out of range."""
         for name in _POSITIVE_INTS:

@@ -6,7 +6,8 @@
 Rows: the base loss L_o alone; L_o plus each auxiliary term on its own (distillation L_t,
 adversarial L_ta, contrastive L_c, support set L_ssl); the full objective; the full objective without
 each term (with `--leave_one_out`); and, for scale, the model before any training. A term is switched
-off by its config weight (0 = not computed). For each seed of `--ablation_seeds` (default: the run's
+off by its config weight (0 = not computed); it is switched on with the config's weight, or with the
+release's where the config has it at 0 (as the features recipe does). For each seed of `--ablation_seeds` (default: the run's
 `--seed`) the teachers are trained once and shared by every row (`--teachers_path`); each row then
 trains the student and the hash head(s). With several seeds every cell is mean +- std over them. Any
 other `train.py` flag passes through (e.g. `--hash_bits 64`). Cost: (rows x seeds) student + hash runs.
@@ -34,12 +35,13 @@ AUXILIARY = {
 def ablation_rows(
     model_config: dict[str, Any], leave_one_out: bool = False
 ) -> list[tuple[str, dict[str, Any]]]:
-    """(row name, model_config) for: base only, base + each term, full (weights from `model_config`) and,
-    with ``leave_one_out``, full without each term."""
+    """(row name, model_config) for: base only, base + each term, full and, with ``leave_one_out``, full
+    without each term. A term's weight is `model_config`'s, or the release's (the config default) where
+    `model_config` leaves it out or switches it off, so that every row tests its term."""
     from modeling_crcgs import CRCGSConfig
 
     defaults = CRCGSConfig()
-    weights = {field: model_config.get(field, getattr(defaults, field)) for field in AUXILIARY.values()}
+    weights = {field: model_config.get(field) or getattr(defaults, field) for field in AUXILIARY.values()}
     off = {field: 0.0 for field in AUXILIARY.values()}
     rows = [("base loss only", {**model_config, **off})]
     for name, field in AUXILIARY.items():
@@ -139,11 +141,21 @@ def main(argv: Optional[list[str]] = None) -> str:
     for seed in seeds:
         seed_root = root / f"seed{seed}"
         base = [*argv, "--seed", str(seed)]
-        # 1. Teachers once per seed.
+        # 1. Teachers once per seed (under the full objective's config, whose terms use them).
         teachers_dir = seed_root / "teachers"
         if not (teachers_dir / "stages" / "teachers" / "done.json").is_file():
+            full = dict(objectives)["full objective"]
             train_main(
-                [*base, "--output_dir", str(teachers_dir), "--stages", "teachers", "--overwrite_output_dir"]
+                [
+                    *base,
+                    "--output_dir",
+                    str(teachers_dir),
+                    "--stages",
+                    "teachers",
+                    "--model_config",
+                    json.dumps(full),
+                    "--overwrite_output_dir",
+                ]
             )
         # 2. One student + hash head(s) per row.
         for i, (name, model_config) in enumerate(objectives):

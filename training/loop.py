@@ -186,7 +186,8 @@ class UnitRunner:
         return plateau
 
     def _end_epoch(self, spec: UnitSpec, epoch: int, plateau: Optional[ReduceLROnPlateau]) -> None:
-        """Validate after `epoch`: step the plateau scheduler, keep the best weights, log the metrics."""
+        """Validate after `epoch` (the averaged weights, when the unit keeps an average): step the plateau
+        scheduler, keep the best weights, log the metrics."""
         acc, state = self.accelerator, self.state
         with spec.average.applied() if spec.average is not None else nullcontext():
             metrics = spec.validate()

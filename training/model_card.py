@@ -64,12 +64,14 @@ print(processor.label_names)                                    # the label colu
 
 ## Training
 
-Three stages (teachers, student with discriminators, hash head), best epoch of each by validation.
-Resolved arguments: `training_args.json` in this folder. Main settings:
+{% if with_teachers %}Three stages (teachers, student with discriminators, hash head), best epoch of each by validation.
+{% else %}Two stages (student, hash head), best epoch of each by validation: no student term used the teachers
+(distillation, adversarial and contrastive weights 0), so none were trained.
+{% endif %}Resolved arguments: `training_args.json` in this folder. Main settings:
 
 {% for key, value in settings %}- `{{ key }}`: `{{ value }}`
 {% endfor %}
-The two teacher (generation) networks are in `teachers/`.
+{% if with_teachers %}The two teacher (generation) networks are in `teachers/`.{% endif %}
 
 ## Intended use
 
@@ -124,6 +126,7 @@ def build_model_card(
     settings: dict[str, Any],
     repo_or_path: str,
     hub_model_id: Optional[str] = None,
+    with_teachers: bool = True,
 ) -> Any:
     """A `ModelCard` with model-index eval results (I2T/T2I mAP@all and mAP@k), usage and citation.
 
@@ -158,4 +161,5 @@ def build_model_card(
         image_input_dim=config.image_input_dim,
         text_input_dim=config.text_input_dim,
         citation=CITATION,
+        with_teachers=with_teachers,
     )

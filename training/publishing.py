@@ -1,7 +1,8 @@
 """Write the model folder of one hash length, print the results table, push folders to the Hub.
 
 Folder layout (docs/DESIGN.md): config.json + model.safetensors (a `CRCGSModel`), eval_results.json,
-eval_summary.md and plots from the evaluator, teachers/, training_args.json, README.md (model card).
+eval_summary.md and plots from the evaluator, teachers/ (when the run trained or loaded them),
+training_args.json, README.md (model card).
 The folder is assembled under a temp name beside it and renamed into place.
 """
 
@@ -85,19 +86,24 @@ def write_model_folder(
     resolved_args: dict[str, Any],
     unit_summaries: dict[str, Any],
     hub_id: Optional[str],
+    with_teachers: bool = True,
 ) -> Path:
-    """Assemble the model folder of `model` (main process only) and rename it into place."""
+    """Assemble the model folder of `model` (main process only) and rename it into place; `teachers/` only
+    `with_teachers` (teachers trained or loaded by this run)."""
     from modeling_crcgs.retrieval.evaluation import write_evaluation_report
 
     with atomic_directory(folder) as tmp:
         model.save_retrieval_model(tmp)
-        save_teachers(model, tmp / "teachers")
+        if with_teachers:
+            save_teachers(model, tmp / "teachers")
         write_evaluation_report(result, tmp)
         args_record = {**resolved_args, "hash_bits": model.config.hash_bits, "stages_summary": unit_summaries}
         atomic_write_text(tmp / "training_args.json", json.dumps(args_record, indent=2))
         settings = {k: resolved_args[k] for k in CARD_SETTINGS if k in resolved_args}
         settings.update({k: getattr(model.config, k) for k in CONFIG_SETTINGS})
-        card = build_model_card(result, dataset, model.config, settings, hub_id or str(folder), hub_id)
+        card = build_model_card(
+            result, dataset, model.config, settings, hub_id or str(folder), hub_id, with_teachers
+        )
         card.save(str(tmp / "README.md"))
     return folder
 

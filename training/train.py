@@ -243,8 +243,14 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     summaries: dict[str, Any] = {}
     workers = data_args.dataloader_num_workers
 
-    # 6. Stage 1: teachers (or load them from a previous run).
-    if "teachers" in args.stages:
+    # 6. Stage 1: teachers (or load them from a previous run); not trained when no student term uses them.
+    teachers_trained = "teachers" in args.stages and model.config.student_uses_teachers
+    if "teachers" in args.stages and not teachers_trained:
+        logger.info(
+            "teachers stage skipped: distillation, adversarial and contrastive weights are all 0, so no "
+            "student term uses the teachers (model folders get no teachers/)"
+        )
+    elif teachers_trained:
         summaries["teachers"] = run_or_restore(
             runner, "teachers", lambda: teacher_unit(accelerator, model, splits, args, workers), model, resume
         )
@@ -289,7 +295,14 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                 hub_repo_id(args.hub_model_id, bits, len(model_args.hash_bits)) if args.hub_model_id else None
             )
             write_model_folder(
-                hash_model, results[bits], folders[bits], data_args.dataset, resolved, summaries, hub_id
+                hash_model,
+                results[bits],
+                folders[bits],
+                data_args.dataset,
+                resolved,
+                summaries,
+                hub_id,
+                with_teachers=teachers_trained or bool(model_args.teachers_path),
             )
             save_processor(processor, folders[bits])
             run_files.record(folders[bits].name)

@@ -132,3 +132,29 @@ def test_transformers_base_keys_still_load(tmp_path):
     )
     config.save_pretrained(tmp_path)
     assert CRCGSConfig.from_pretrained(tmp_path).to_dict() == config.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("weights", "uses"),
+    [
+        ({}, True),  # the release's weights
+        ({"distillation_weight": 0, "adversarial_weight": 0, "contrastive_weight": 0}, False),
+        ({"distillation_weight": 0, "adversarial_weight": 0.01, "contrastive_weight": 0}, True),
+        (
+            {"distillation_weight": 0, "adversarial_weight": 0.01, "contrastive_weight": 0, "dis_iter": 0},
+            False,
+        ),
+        ({"distillation_weight": 0, "adversarial_weight": 0, "contrastive_weight": 0.03}, True),
+        (
+            {
+                "distillation_weight": 0,
+                "adversarial_weight": 0,
+                "contrastive_weight": 0,
+                "support_set_weight": 1,
+            },
+            False,
+        ),
+    ],
+)
+def test_student_uses_teachers_follows_the_teacher_terms(weights, uses):
+    assert CRCGSConfig(**weights).student_uses_teachers is uses

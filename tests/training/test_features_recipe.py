@@ -38,7 +38,9 @@ def recipe_run(tmp_path_factory):
                                       "teacher_t2i_encoder_dims": [16], "teacher_t2i_decoder_dims": [16],
                                       "image_feature_normalization": "standardize",
                                       "text_feature_normalization": "standardize", "tower_input_dropout": 0.2,
-                                      "tower_input_noise": 0.5}),
+                                      "tower_input_noise": 0.5, "distillation_weight": 0.0,
+                                      "adversarial_weight": 0.0, "contrastive_weight": 0.0,
+                                      "support_set_weight": 0.0}),
     ]  # fmt: skip
     summary = main(argv)
     return root, data, summary, text[:100], image[:100]
@@ -68,6 +70,15 @@ def test_classic_protocol_is_accepted_and_scored_beside_cca(recipe_run):
     assert set(cca) == {"method", "hamming", "continuous"} and 0 < cca["continuous"]["i2t"]["map_all"] <= 1
     card = (root / "out" / "features-8bits" / "README.md").read_text()
     assert "baseline CCA" in card and "Protocol: classic" in card
+
+
+def test_teachers_are_not_trained_when_no_student_term_uses_them(recipe_run):
+    root, _, summary, _, _ = recipe_run  # as in the recipe, every auxiliary term is at weight 0
+    assert "teachers" not in summary["stages"] and set(summary["stages"]) == {"student", "hash-8"}
+    folder = root / "out" / "features-8bits"
+    assert not (folder / "teachers").exists() and not (root / "out" / "stages" / "teachers").exists()
+    card = (folder / "README.md").read_text()
+    assert "Two stages (student, hash head)" in card and "teachers/" not in card
 
 
 def test_early_stopping_ends_a_unit_patience_epochs_after_its_best(recipe_run):

@@ -32,6 +32,11 @@ def test_ablation_rows_switch_terms_off_by_weight():
     assert with_leave_one_out["full - contrastive"]["contrastive_weight"] == 0
     assert with_leave_one_out["full - contrastive"]["support_set_weight"] == 0.5
     assert with_leave_one_out["full - contrastive"]["adversarial_weight"] == 0.01
+    # A config that switches terms off (the features recipe) still gets rows that test them.
+    recipe = dict(ablation_rows({"distillation_weight": 0.0, "contrastive_weight": 0.1}))
+    assert recipe["base + distillation"]["distillation_weight"] == 0.2  # the release's
+    assert recipe["base + contrastive"]["contrastive_weight"] == 0.1  # the config's
+    assert recipe["full objective"]["distillation_weight"] == 0.2
 
 
 def test_table_cells_are_mean_and_std_over_seeds():
