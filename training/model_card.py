@@ -35,6 +35,7 @@ ranked by Hamming distance.
 ## Results
 
 {{ summary }}
+
 ## How to load and search
 
 ```python
@@ -70,8 +71,9 @@ print(processor.label_names)                                    # the label colu
 {% endif %}Resolved arguments: `training_args.json` in this folder. Main settings:
 
 {% for key, value in settings %}- `{{ key }}`: `{{ value }}`
-{% endfor %}
-{% if with_teachers %}The two teacher (generation) networks are in `teachers/`.{% endif %}
+{% endfor %}{% if with_teachers %}
+The two teacher (generation) networks are in `teachers/`.
+{% endif %}
 
 ## Intended use
 

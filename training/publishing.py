@@ -27,10 +27,18 @@ CARD_SETTINGS = (
     "hash_epochs",
     "hash_batch_size",
     "hash_learning_rate",
+    "early_stopping_patience",
+    "student_ema_decay",
     "teacher_epochs",
     "seed",
 )
 CONFIG_SETTINGS = (
+    "image_feature_normalization",
+    "text_feature_normalization",
+    "tower_hidden_dims",
+    "tower_input_noise",
+    "tower_input_dropout",
+    "similarity_scale",
     "distillation_weight",
     "adversarial_weight",
     "dis_iter",
@@ -99,7 +107,11 @@ def write_model_folder(
         write_evaluation_report(result, tmp)
         args_record = {**resolved_args, "hash_bits": model.config.hash_bits, "stages_summary": unit_summaries}
         atomic_write_text(tmp / "training_args.json", json.dumps(args_record, indent=2))
-        settings = {k: resolved_args[k] for k in CARD_SETTINGS if k in resolved_args}
+        settings = {
+            k: resolved_args[k]
+            for k in CARD_SETTINGS
+            if k in resolved_args and (with_teachers or not k.startswith("teacher_"))
+        }
         settings.update({k: getattr(model.config, k) for k in CONFIG_SETTINGS})
         card = build_model_card(
             result, dataset, model.config, settings, hub_id or str(folder), hub_id, with_teachers
@@ -129,7 +141,12 @@ def results_table(results: dict[int, dict[str, Any]]) -> str:
         "",
         f"mAP@{k}: the top {k} of the ranking (k = {k}; by default the number of queries, "
         f"{first['num_query']} here), what the CRCGS paper's table reports as mAP: compare paper figures "
-        f"with these columns. mAP@all ranks the whole database ({first['num_database']} items) and is lower.",
+        f"with these columns. mAP@all ranks the whole database ({first['num_database']} items) "
+        + (
+            "and is lower."
+            if k < first["num_database"]
+            else "and is the same here: k covers the whole database."
+        ),
     ]
     return "\n".join(lines)
 
