@@ -7,10 +7,11 @@ Rows: the base loss L_o alone; L_o plus each auxiliary term on its own (distilla
 adversarial L_ta, contrastive L_c, support set L_ssl); the full objective; the full objective without
 each term (with `--leave_one_out`); and, for scale, the model before any training. A term is switched
 off by its config weight (0 = not computed); it is switched on with the config's weight, or with the
-release's where the config has it at 0 (as the features recipe does). For each seed of `--ablation_seeds` (default: the run's
-`--seed`) the teachers are trained once and shared by every row (`--teachers_path`); each row then
-trains the student and the hash head(s). With several seeds every cell is mean +- std over them. Any
-other `train.py` flag passes through (e.g. `--hash_bits 64`). Cost: (rows x seeds) student + hash runs.
+release's where the config has it at 0 (as the features recipe does). For each seed of
+`--ablation_seeds` (default: the run's `--seed`) the teachers are trained once and shared by every row
+(`--teachers_path`); each row then trains the student and the hash head(s). With several seeds every
+cell is mean +- std over them. Any other `train.py` flag passes through (e.g. `--hash_bits 64`). Cost:
+(rows x seeds) student + hash runs.
 """
 
 from __future__ import annotations
