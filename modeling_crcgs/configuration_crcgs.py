@@ -327,10 +327,10 @@ class CRCGSConfig(PreTrainedConfig):
 
     @property
     def student_uses_teachers(self) -> bool:
-        """Whether a student term needs the teachers: distillation, the adversarial teaching assistants (with
-        ``dis_iter`` > 0) or the teacher-student contrastive term has a weight > 0."""
-        adversarial = bool(self.adversarial_weight) and self.dis_iter > 0
-        return bool(self.distillation_weight or self.contrastive_weight or adversarial)
+        """Whether a student term needs the teachers: distillation (their features), the adversarial term
+        (their decoders generate what the discriminators judge, whatever ``dis_iter``) or the teacher-student
+        contrastive term (their features) has a weight > 0."""
+        return bool(self.distillation_weight or self.adversarial_weight or self.contrastive_weight)
 
     def validate_crcgs(self) -> None:
         """Check every CRCGS field; raise ValueError naming the first field that is out of range."""

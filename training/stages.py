@@ -126,7 +126,7 @@ def student_unit(
     its gradients add up over the window and it takes its steps at the window's last micro-batch.
     """
     config = model.config
-    adversarial = bool(config.adversarial_weight) and config.dis_iter > 0  # as config.student_uses_teachers
+    adversarial = bool(config.adversarial_weight) and config.dis_iter > 0
     student_params = model.student_parameters()
     disc_params = model.discriminator_parameters() if adversarial else []
     set_trainable(model, student_params + disc_params)
