@@ -5,14 +5,13 @@ import shutil
 import pytest
 import torch
 from accelerate import Accelerator
+from tiny_unit import STEPS, TinyUnit, checkpoint_at, tiny_runner
 
 from training.averaging import AVERAGE_FILE, ParameterAverage
-from training.checkpointing import STATE_NAME, CheckpointManager, StageStore, TrainerState
-from training.data import TensorDictDataset, train_loader
-from training.loop import UnitRunner, UnitSpec
+from training.checkpointing import TrainerState
 
-NUM_ITEMS, BATCH, SEED, DECAY = 18, 4, 3, 0.8
-STEPS = -(-NUM_ITEMS // BATCH)
+DECAY = 0.8
+SCORES = [0.1, 0.5, 0.3]  # the best epoch is epoch 1
 
 
 def test_update_is_the_exponential_moving_average_from_the_initial_weights():
@@ -60,63 +59,13 @@ def test_load_names_what_does_not_match(tmp_path):
         ParameterAverage({"w": weight}, 0.5).load(tmp_path)
 
 
-class AveragedUnit:
-    """A linear model trained by SGD with a moving average of its weights; validation reports the weights
-    it sees, so a test can tell the averaged ones from the trained ones."""
-
-    def __init__(self, accelerator, state, scores):
-        accelerator.free_memory()
-        torch.manual_seed(0)
-        model = torch.nn.Linear(3, 1)
-        data = TensorDictDataset(
-            {"index": torch.arange(NUM_ITEMS), "x": torch.linspace(-1, 1, NUM_ITEMS * 3).view(-1, 3)}
-        )
-        loader, self.sampler = train_loader(data, BATCH, SEED)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
-        self.average = ParameterAverage(dict(model.named_parameters()), DECAY)
-        self.state, self.scores = state, scores
-        self.trained_after_step: list[torch.Tensor] = []
-        self.loaded = None
-
-    def step(self, batch):
-        loss = (self.model(batch["x"]) - 1).pow(2).mean()
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad()
-        self.trained_after_step.append(self.model.weight.detach().clone())
-        return {"total": loss.detach()}
-
-    def validate(self):
-        return {"score": self.scores[self.state.epoch], "weight_sum": float(self.model.weight.detach().sum())}
-
-    def spec(self):
-        return UnitSpec(
-            name="tiny",
-            epochs=len(self.scores),
-            loader=self.loader,
-            sampler=self.sampler,
-            train_step=self.step,
-            validate=self.validate,
-            metric="score",
-            greater_is_better=True,
-            optimizer=self.optimizer,
-            best_tensors=lambda: {"weight": self.model.weight.detach().clone()},
-            load_best=lambda tensors: setattr(self, "loaded", tensors),
-            average=self.average,
-        )
-
-
 def _run(accelerator, state, unit, folder, resume_dir=None, checkpointing_steps=None):
-    runner = UnitRunner(
-        accelerator, state, CheckpointManager(folder), StageStore(folder), SEED, checkpointing_steps, 1
-    )
-    return runner.run(unit.spec(), resume_dir)
+    return tiny_runner(accelerator, state, folder, checkpointing_steps).run(unit.spec(), resume_dir)
 
 
 def test_validation_and_the_kept_epoch_see_the_averaged_weights(tmp_path):
     accelerator, state = Accelerator(), TrainerState()
-    unit = AveragedUnit(accelerator, state, scores=[0.1, 0.5, 0.3])
+    unit = TinyUnit(accelerator, state, len(SCORES), SCORES, average_decay=DECAY)
     initial = unit.model.weight.detach().clone()
     summary = _run(accelerator, state, unit, tmp_path)
     expected, per_epoch = initial, []
@@ -134,20 +83,15 @@ def test_validation_and_the_kept_epoch_see_the_averaged_weights(tmp_path):
 @pytest.mark.parametrize("epoch,step_in_epoch", [(0, 2), (1, 0), (2, 3)])
 def test_a_resumed_run_continues_the_average_exactly(tmp_path, epoch, step_in_epoch):
     accelerator, state = Accelerator(), TrainerState()
-    reference = AveragedUnit(accelerator, state, scores=[0.1, 0.5, 0.3])
+    reference = TinyUnit(accelerator, state, len(SCORES), SCORES, average_decay=DECAY)
     reference_summary = _run(accelerator, state, reference, tmp_path / "ref", checkpointing_steps=1)
-    for path in CheckpointManager(tmp_path / "ref").list():
-        saved = TrainerState.from_file(path / STATE_NAME)
-        if (saved.epoch, saved.step_in_epoch) == (epoch, step_in_epoch):
-            break
-    else:
-        raise AssertionError(f"no checkpoint at epoch {epoch}, batch {step_in_epoch}")
+    path, saved = checkpoint_at(tmp_path / "ref", epoch, step_in_epoch)
     assert (path / AVERAGE_FILE).is_file()
     copy = tmp_path / "resumed" / "checkpoints" / path.name
     shutil.copytree(path, copy)
     # the run's own folder keeps the best weights saved before the kill (best epoch 1)
     shutil.copytree(tmp_path / "ref" / "stages", tmp_path / "resumed" / "stages")
-    resumed = AveragedUnit(accelerator, saved, scores=[0.1, 0.5, 0.3])
+    resumed = TinyUnit(accelerator, saved, len(SCORES), SCORES, average_decay=DECAY)
     summary = _run(accelerator, saved, resumed, tmp_path / "resumed", resume_dir=copy)
     assert summary["history"] == reference_summary["history"]
     assert torch.equal(resumed.average.averages["weight"], reference.average.averages["weight"])

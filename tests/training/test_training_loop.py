@@ -5,68 +5,9 @@ import shutil
 import pytest
 import torch
 from accelerate import Accelerator
+from tiny_unit import BATCH, NUM_ITEMS, SEED, STEPS, TinyUnit, checkpoint_at, tiny_runner
 
-from training.checkpointing import STATE_NAME, CheckpointManager, StageStore, TrainerState
-from training.data import TensorDictDataset, train_loader
-from training.loop import UnitRunner, UnitSpec
-
-NUM_ITEMS, BATCH, SEED = 18, 4, 3  # 5 batches per epoch, the last one short
-STEPS = -(-NUM_ITEMS // BATCH)
-
-
-class TinyUnit:
-    """A linear model trained by SGD; records the item indices of every batch it trains on."""
-
-    def __init__(self, accelerator, state, epochs, scores, greater_is_better=True):
-        accelerator.free_memory()  # as each stage of train.py does: one unit's objects per checkpoint
-        torch.manual_seed(0)
-        model = torch.nn.Linear(3, 1)
-        data = TensorDictDataset(
-            {"index": torch.arange(NUM_ITEMS), "x": torch.linspace(-1, 1, NUM_ITEMS * 3).view(-1, 3)}
-        )
-        loader, self.sampler = train_loader(data, BATCH, SEED)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
-        self.state, self.scores, self.epochs = state, scores, epochs
-        self.greater_is_better = greater_is_better
-        self.batches: list[list[int]] = []
-        self.loaded = None
-
-    def step(self, batch):
-        self.batches.append(batch["index"].tolist())
-        loss = (self.model(batch["x"]) - 1).pow(2).mean()
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad()
-        return {"total": loss.detach()}
-
-    def validate(self):
-        # state.epoch is the epoch being validated (the runner advances it afterwards)
-        return {"score": self.scores[self.state.epoch], "weight_sum": float(self.model.weight.detach().sum())}
-
-    def spec(self):
-        return UnitSpec(
-            name="tiny",
-            epochs=self.epochs,
-            loader=self.loader,
-            sampler=self.sampler,
-            train_step=self.step,
-            validate=self.validate,
-            metric="score",
-            greater_is_better=self.greater_is_better,
-            optimizer=self.optimizer,
-            best_tensors=lambda: {
-                "weight": self.model.weight.detach().clone(),
-                "epoch": torch.tensor(self.state.epoch),
-            },
-            load_best=lambda tensors: setattr(self, "loaded", tensors),
-        )
-
-
-def _runner(accelerator, state, folder, checkpointing_steps=None):
-    return UnitRunner(
-        accelerator, state, CheckpointManager(folder), StageStore(folder), SEED, checkpointing_steps, 1
-    )
+from training.checkpointing import TrainerState
 
 
 @pytest.fixture
@@ -80,7 +21,7 @@ def uninterrupted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("uninterrupted")
     accelerator, state = Accelerator(), TrainerState()
     unit = TinyUnit(accelerator, state, epochs=3, scores=[0.1, 0.2, 0.3])
-    summary = _runner(accelerator, state, folder, checkpointing_steps=1).run(unit.spec())
+    summary = tiny_runner(accelerator, state, folder, checkpointing_steps=1).run(unit.spec())
     return unit, summary, folder
 
 
@@ -93,24 +34,16 @@ def test_each_epoch_draws_the_sampler_permutation_of_that_epoch(uninterrupted):
         assert unit.batches[epoch * STEPS : (epoch + 1) * STEPS] == want, epoch
 
 
-def _checkpoint_at(folder, epoch, step_in_epoch):
-    for path in CheckpointManager(folder).list():
-        state = TrainerState.from_file(path / STATE_NAME)
-        if (state.epoch, state.step_in_epoch) == (epoch, step_in_epoch):
-            return path, state
-    raise AssertionError(f"no checkpoint at epoch {epoch}, batch {step_in_epoch}")
-
-
 @pytest.mark.parametrize("epoch,step_in_epoch", [(0, 2), (1, 0), (1, 3), (2, 1), (2, STEPS)])
 def test_resumed_run_trains_on_the_remaining_batches_of_the_uninterrupted_run(
     accelerator, uninterrupted, tmp_path, epoch, step_in_epoch
 ):
     reference, reference_summary, folder = uninterrupted
-    checkpoint, state = _checkpoint_at(folder, epoch, step_in_epoch)
+    checkpoint, state = checkpoint_at(folder, epoch, step_in_epoch)
     # A folder of its own: the resumed run's checkpoints must not replace the reference's.
     shutil.copytree(checkpoint, tmp_path / "checkpoints" / checkpoint.name)
     resumed = TinyUnit(accelerator, state, epochs=3, scores=[0.1, 0.2, 0.3])
-    summary = _runner(accelerator, state, tmp_path).run(
+    summary = tiny_runner(accelerator, state, tmp_path).run(
         resumed.spec(), tmp_path / "checkpoints" / checkpoint.name
     )
     # Exactly the batches the killed run had not trained on: none skipped twice, none repeated.
@@ -128,7 +61,7 @@ def test_the_earliest_best_epoch_is_kept(accelerator, tmp_path, scores, greater_
     unit = TinyUnit(
         accelerator, state, epochs=len(scores), scores=scores, greater_is_better=greater_is_better
     )
-    summary = _runner(accelerator, state, tmp_path).run(unit.spec())
+    summary = tiny_runner(accelerator, state, tmp_path).run(unit.spec())
     assert [h["score"] for h in summary["history"]] == scores
     assert summary["best_epoch"] == best and summary["best_score"] == scores[best]
     assert int(unit.loaded["epoch"]) == best
