@@ -14,9 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from training.checkpointing import atomic_save_tensors
+from training.checkpointing import atomic_save_tensors, load_tensors
 
 AVERAGE_FILE = "averaged_parameters.safetensors"
 
@@ -69,7 +68,7 @@ class ParameterAverage:
                 f"{path}: missing; this checkpoint was saved without parameter averaging, but the run "
                 "averages the student's parameters (student_ema_decay): resume with the same settings"
             )
-        saved = load_file(str(path))
+        saved = load_tensors(path)
         if set(saved) != set(self.averages):
             missing, extra = sorted(set(self.averages) - set(saved)), sorted(set(saved) - set(self.averages))
             raise ValueError(
