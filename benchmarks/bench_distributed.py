@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -22,13 +21,7 @@ from accelerate import debug_launcher
 from safetensors.torch import load_file
 
 from tests.training.global_batch_step import STAGES, one_process, two_process_worker
-from tests.training.tiny_training_config import (
-    REPO_ROOT,
-    accelerate_command,
-    subprocess_env,
-    tiny_config,
-    write_config,
-)
+from tests.training.tiny_training_config import launch_training, tiny_config, write_config
 
 
 def step_differences(root: Path) -> None:
@@ -61,13 +54,7 @@ def tiny_run(root: Path, num_processes: int) -> tuple[float, dict]:
     )
     path = write_config(root / f"tiny{num_processes}.json", config)
     started = time.perf_counter()
-    result = subprocess.run(
-        [*accelerate_command(num_processes), str(REPO_ROOT / "training" / "train.py"), "--config", str(path)],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = launch_training(path, num_processes, timeout=900)
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"{num_processes}-process run failed:\n{result.stderr[-3000:]}")

@@ -1,22 +1,15 @@
 """Two real processes on CPU (gloo): the run completes and evaluation sees every item exactly once."""
 
 import json
-import subprocess
 
 import pytest
-from tiny_training_config import REPO_ROOT, accelerate_command, subprocess_env, tiny_config, write_config
+from tiny_training_config import launch_training, tiny_config, write_config
 
 
 @pytest.mark.slow
 def test_two_process_run_counts_every_evaluation_item_once(tmp_path):
     config = write_config(tmp_path / "tiny.json", tiny_config(tmp_path / "out", hash_bits=[8]))
-    result = subprocess.run(
-        [*accelerate_command(2), str(REPO_ROOT / "training" / "train.py"), "--config", str(config)],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = launch_training(config, 2, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
     assert summary["num_processes"] == 2
@@ -46,13 +39,7 @@ def test_two_process_run_reaches_the_one_process_metrics(tmp_path):
         sizes = {"teacher_batch_size": 20, "student_batch_size": 20, "hash_batch_size": 20}
         sizes["student_ema_decay"] = 0.9  # each process keeps the same average of the same weights
         config = write_config(tmp_path / f"tiny{n}.json", tiny_config(out, hash_bits=[8], **sizes))
-        result = subprocess.run(
-            [*accelerate_command(n), str(REPO_ROOT / "training" / "train.py"), "--config", str(config)],
-            env=subprocess_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        result = launch_training(config, n, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         runs[n] = json.loads((out / "synthetic-8bits" / "eval_results.json").read_text())
     for space in ("hamming", "continuous"):

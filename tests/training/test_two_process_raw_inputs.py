@@ -1,10 +1,9 @@
 """Raw images and captions (tiny ViT and BERT towers under LoRA) trained and evaluated on two processes."""
 
 import json
-import subprocess
 
 import pytest
-from tiny_training_config import REPO_ROOT, accelerate_command, subprocess_env
+from tiny_training_config import launch_training
 
 from tests.backbones.test_raw_end_to_end import run_config, write_backbones, write_coco
 
@@ -15,18 +14,7 @@ def test_raw_input_run_on_two_processes(tmp_path):
     vit, bert = write_backbones(tmp_path)
     config = run_config(tmp_path, vit, bert)
     (tmp_path / "config.json").write_text(json.dumps(config))
-    result = subprocess.run(
-        [
-            *accelerate_command(2),
-            str(REPO_ROOT / "training" / "train.py"),
-            "--config",
-            str(tmp_path / "config.json"),
-        ],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = launch_training(tmp_path / "config.json", 2, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
     assert summary["num_processes"] == 2

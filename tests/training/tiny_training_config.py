@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,19 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def launch_training(config_path: Path, num_processes: int, timeout: float) -> subprocess.CompletedProcess:
+    """`accelerate launch training/train.py --config CONFIG` on `num_processes` CPU processes, output captured."""
+    return subprocess.run(
+        [
+            *accelerate_command(num_processes),
+            str(REPO_ROOT / "training" / "train.py"),
+            "--config",
+            str(config_path),
+        ],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
