@@ -164,6 +164,22 @@ def _from_dataset(ds) -> dict[str, float]:
     return _figures({name: np.asarray(ds[name]["labels"], dtype=np.int8) for name in SPLIT_NAMES})
 
 
+def _ours(name: str, folder: Path, config_name: str, seeds: range) -> list[dict[str, float]]:
+    """Split figures of our builder `name` on the fixture in `folder`, one run (own cache) per seed."""
+    return [
+        _from_dataset(
+            load_crcgs_dataset(
+                name,
+                str(folder),
+                cache_dir=str(folder.parent / f"c_{folder.name}{s}"),
+                config_name=config_name,
+                seed=s,
+            )
+        )
+        for s in seeds
+    ]
+
+
 def _mean(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
 
@@ -192,13 +208,7 @@ def bench_mirflickr(args: argparse.Namespace, rng: np.random.Generator, root: Pa
     label = _multi_label(rng, args.flickr_rows, 24, 1.0)
     _write_mat_features(root / "mir", "mirflickr25k", label, _bag_of_words(rng, args.flickr_rows, 64, []), 0)
     pool = np.arange(args.flickr_rows)
-    ours = [
-        _from_dataset(
-            load_crcgs_dataset("mirflickr25k", str(root / "mir"), cache_dir=str(root / f"c_mir{s}"),
-                               config_name="mat_features", seed=s)
-        )
-        for s in seeds
-    ]  # fmt: skip
+    ours = _ours("mirflickr25k", root / "mir", "mat_features", seeds)
     release = [_from_rows(label, _release_permutation(len(label), s, 10000, 2000, 2000), pool) for s in seeds]
     _print_table(
         f"MIRFLICKR-25K ({args.flickr_rows} pairs, 24 concepts)",
@@ -220,13 +230,7 @@ def bench_nus_wide(args: argparse.Namespace, rng: np.random.Generator, root: Pat
         f"pairs with an empty bag of words (dropped): {len(empty)}; "
         f"unlabelled pairs (kept, database only): {int((~label[pool].any(axis=1)).sum())}"
     )
-    ours = [
-        _from_dataset(
-            load_crcgs_dataset("nus_wide", str(root / "nus"), cache_dir=str(root / f"c_nus{s}"),
-                               config_name="tc21_features", seed=s)
-        )
-        for s in seeds
-    ]  # fmt: skip
+    ours = _ours("nus_wide", root / "nus", "tc21_features", seeds)
     release = [_from_rows(label, _release_nus(label, bow, s), pool) for s in seeds]
     try:
         previous: dict[str, float] | str = _mean(
@@ -248,13 +252,7 @@ def bench_mscoco(args: argparse.Namespace, rng: np.random.Generator, root: Path)
     )
     _write_mat_features(root / "coco", "mscoco", label, _bag_of_words(rng, args.coco_rows, 64, []), 2)
     pool = np.arange(args.coco_rows)
-    ours = [
-        _from_dataset(
-            load_crcgs_dataset("mscoco", str(root / "coco"), cache_dir=str(root / f"c_coco{s}"),
-                               config_name="mat_features", seed=s)
-        )
-        for s in seeds
-    ]  # fmt: skip
+    ours = _ours("mscoco", root / "coco", "mat_features", seeds)
     release = [
         _from_rows(label[:, :-1], _release_permutation(len(label), s, 10000, 5000, 5000), pool) for s in seeds
     ]
