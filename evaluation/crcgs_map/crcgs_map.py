@@ -26,7 +26,8 @@ _CITATION = """\
 _DESCRIPTION = """\
 Mean average precision (mAP) of cross-modal retrieval with multi-label relevance, as used to evaluate
 CRCGS and cross-modal hashing. Each query ranks every database item by ascending distance (Hamming
-distance d_H(a, b) = (K - a.b) / 2 for binary codes, or 1 - cosine for real-valued embeddings); ties are
+distance d_H(a, b) = (K - a.b) / 2 for binary codes, 1 - cosine or -a.b (inner product) for real-valued
+embeddings); ties are
 broken by ascending database index (a stable, documented rule). Item n of the ranking is relevant,
 rel_n = 1, when it shares at least one label with the query. Then
 
@@ -43,12 +44,14 @@ labels (multi-hot); the retrieval database is passed to `compute` as `database_c
 _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list` of `list` of `float`): query codes, one row per query: {-1,+1} or {0,1} values
-        (or packed uint8 bytes with `num_bits`) for `distance="hamming"`, real embeddings for "cosine".
+        (or packed uint8 bytes with `num_bits`) for `distance="hamming"`, real embeddings for "cosine" and
+        "inner_product".
     references (`list` of `list` of `int`): query labels, multi-hot rows (values 0/1).
     database_codes (array-like of shape `(N, K)`): database codes in the same form as `predictions`.
     database_labels (array-like of shape `(N, L)`): database labels, multi-hot.
     top_k (`int`, *optional*): cut-off k in [1, N]; default None means mAP@all.
-    distance (`str`, defaults to "hamming"): "hamming" or "cosine".
+    distance (`str`, defaults to "hamming"): "hamming", "cosine" or "inner_product" (descending a.b: the
+        ranking of a model whose embeddings are label posteriors).
     num_bits (`int`, *optional*): code length K when codes are packed uint8 bytes.
 
 Returns:

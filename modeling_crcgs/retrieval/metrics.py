@@ -11,7 +11,10 @@ with ``AP_k(q) = 0`` when ``R_k = 0``; mAP@k is the mean over queries and mAP@al
 
 Distances: ``"hamming"`` for binary codes, d_H(a, b) = (K - a.b) / 2 on sign codes (codes may be given as
 {-1,+1}, {0,1} or packed ``uint8`` bits, see :func:`modeling_crcgs.hashing.to_signed_codes`);
-``"cosine"`` for real-valued embeddings, d = 1 - cos(a, b) (ranking by descending cosine similarity).
+``"cosine"`` for real-valued embeddings, d = 1 - cos(a, b) (ranking by descending cosine similarity);
+``"inner_product"`` for real-valued embeddings ranked by descending inner product, d = -a.b (the ranking of
+a model whose embeddings are label posteriors, where a.b is the probability that two items have the same
+label, see ``CRCGSConfig.retrieval_embedding``).
 
 Every function runs on the device of ``query_codes`` (the other inputs are moved there). Three routes, all
 with the same, unique, stable order and the same integers (tests check each against loop references):
@@ -19,8 +22,8 @@ with the same, unique, stable order and the same integers (tests check each agai
 * compiled (CPU, with numba: ``pip install crcgs[fast]``; :mod:`modeling_crcgs.retrieval._metrics_numba`) for
   mAP@all / mAP@k, P@k / R@k and the Hamming-ball curves: one counting pass per query over packed 64-bit
   words (XOR + popcount distances, label AND, a counting sort over the K + 1 distances), no distance
-  matrix; cosine distances come from the same float32 product as below and are ranked by a stable radix
-  sort. Its floats are the operations of the plain loop references in the same order: bit-identical to
+  matrix; cosine and inner-product distances come from the same float32 product as below and are
+  ranked by a stable radix sort. Its floats are the operations of the plain loop references in the same order: bit-identical to
   them, for any thread count. Threads: ``CRCGS_MAP_THREADS=N|auto`` when set, else a lowered
   ``numba.set_num_threads``, else the cores that the load average leaves free (see
   :func:`_compiled_threads`); queries are handed out in small blocks.
@@ -65,7 +68,8 @@ __all__ = [
     "score_directions",
 ]
 
-DISTANCES = ("hamming", "cosine")
+DISTANCES = ("hamming", "cosine", "inner_product")
+REAL_DISTANCES = ("cosine", "inner_product")
 # Working memory of one query chunk: about this many bytes per (query, database item) pair (distances,
 # XOR/AND words, stable order, label overlaps, relevance, cumulative sums); default budget of one chunk.
 # Smaller chunks stay in cache (faster on one thread); larger ones mean fewer parallel torch calls.
@@ -80,17 +84,18 @@ class _Prepared:
 
     Bit path (CPU): codes and labels as packed 64-bit words, so that Hamming distances and label overlaps
     are popcounts of XOR / AND (numpy ``bitwise_count``), several times faster than float products.
-    Dense path (other devices, and cosine): float32 sign codes or unit vectors and float32 labels, with
+    Dense path (other devices, and real-valued embeddings): float32 sign codes, unit vectors (cosine) or
+    embeddings as given (inner product) and float32 labels, with
     matrix products. Both give the same integers.
     """
 
     distance: str
-    num_bits: int  # K for "hamming", 0 for "cosine"
+    num_bits: int  # K for "hamming", 0 for real-valued embeddings
     num_queries: int
     num_database: int
     device: torch.device
     bit_ops: bool
-    queries: Optional[torch.Tensor] = None  # (Q, D) float32   dense path / cosine
+    queries: Optional[torch.Tensor] = None  # (Q, D) float32   dense path / real-valued embeddings
     database_t: Optional[torch.Tensor] = None  # (D, N) float32
     query_labels: Optional[torch.Tensor] = None  # (Q, L) float32   dense path
     database_labels_t: Optional[torch.Tensor] = None  # (L, N) float32
@@ -138,15 +143,16 @@ def _signed_codes(codes: torch.Tensor, name: str, num_bits: Optional[int]) -> to
     except ValueError as error:
         raise ValueError(
             f"{name}: {error}. distance='hamming' needs binary codes ({{-1,+1}}, {{0,1}} or packed uint8 "
-            "bits); use distance='cosine' for real-valued embeddings"
+            "bits); use distance='cosine' or 'inner_product' for real-valued embeddings"
         ) from error
 
 
-def _unit_rows(embeddings: torch.Tensor, name: str) -> torch.Tensor:
+def _real_rows(embeddings: torch.Tensor, name: str, distance: str) -> torch.Tensor:
+    """float32 rows, checked finite: unit rows for ``"cosine"``, as given for ``"inner_product"``."""
     embeddings = embeddings.to(torch.float32)
     if not bool(torch.isfinite(embeddings).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
-    return torch.nn.functional.normalize(embeddings, dim=1)
+    return torch.nn.functional.normalize(embeddings, dim=1) if distance == "cosine" else embeddings
 
 
 def _labels(labels: ArrayLike, name: str, num_rows: int, rows_of: str) -> torch.Tensor:
@@ -183,8 +189,8 @@ def _prepare(
         queries = _signed_codes(queries, "query_codes", num_bits)
         database = _signed_codes(database, "database_codes", num_bits)
     else:
-        queries = _unit_rows(queries, "query_codes")
-        database = _unit_rows(database, "database_codes")
+        queries = _real_rows(queries, "query_codes", distance)
+        database = _real_rows(database, "database_codes", distance)
     if queries.shape[1] != database.shape[1]:
         hint = " (pass num_bits for packed codes)" if distance == "hamming" and num_bits is None else ""
         raise ValueError(
@@ -291,7 +297,7 @@ def _rank_chunk_cpu(
         dist = np.empty(shape, dtype=_small_uint(prepared.num_bits))
         _popcount_into(dist, prepared.query_words[start:stop], prepared.database_words_t, np.bitwise_xor)
     else:
-        dist = _cosine_distances(prepared, start, stop).numpy()
+        dist = _real_distances(prepared, start, stop).numpy()
     # numpy's stable sort is a radix sort for <= 16-bit integers: O(N) per row.
     order = np.argsort(dist, axis=1, kind="stable")
     label_rows = prepared.query_label_words[start:stop]
@@ -304,16 +310,18 @@ def _rank_chunk_cpu(
     return dist, order, overlap
 
 
-def _cosine_distances(prepared: _Prepared, start: int, stop: int) -> torch.Tensor:
-    """(c, N) float32 1 - cos of queries start:stop to the database."""
-    return (prepared.queries[start:stop] @ prepared.database_t).neg_().add_(1.0)
+def _real_distances(prepared: _Prepared, start: int, stop: int) -> torch.Tensor:
+    """(c, N) float32 distances of queries start:stop to the database: 1 - cos (rows are unit vectors) or
+    -a.b (inner product)."""
+    distances = (prepared.queries[start:stop] @ prepared.database_t).neg_()
+    return distances.add_(1.0) if prepared.distance == "cosine" else distances
 
 
 @dataclass
 class _Ranked:
     """One chunk of queries ranked against the whole database."""
 
-    distances: torch.Tensor  # (c, N) database order: integer Hamming distances, or float 1 - cos
+    distances: torch.Tensor  # (c, N) database order: integer Hamming distances, or float 1 - cos / -a.b
     order: torch.Tensor  # (c, N) int64: database indices in ranking order
     relevance: torch.Tensor  # (c, N) bool: rel_n in ranking order
     hits: torch.Tensor  # (c, N) int32: sum_{m<=n} rel_m
@@ -401,7 +409,7 @@ def _rank_chunk(
         # (c, N) = K/2 - (q . d)/2: exact integers (q . d has the parity of K; float32 exact below 2^24)
         dist = torch.addmm(half_k, prepared.queries[start:stop] * -0.5, prepared.database_t).to(torch.int32)
     else:
-        dist = _cosine_distances(prepared, start, stop)
+        dist = _real_distances(prepared, start, stop)
     order = torch.sort(dist, dim=1, stable=True).indices
     shared = prepared.query_labels[start:stop] @ prepared.database_labels_t  # (c, N) label overlaps
     return dist, order, shared.to(torch.int32)
@@ -476,7 +484,7 @@ def _mean_curve(axis_name: str, axis: list[int], sums: torch.Tensor, num_queries
 
 # The kernels' threading layer (workqueue, see _metrics_numba) aborts the process on concurrent launches.
 _COMPILED_LOCK = threading.Lock()
-# Compiled cosine route: a chunk holds only its float32 distances (the kernels' scratch is per thread).
+# Compiled route for real-valued embeddings: a chunk holds only its float32 distances (the kernels' scratch is per thread).
 _COMPILED_BYTES_PER_PAIR = 4
 
 
@@ -560,7 +568,7 @@ def _compiled_means(
             parts = []
             for start in range(0, num_queries, size):
                 stop = min(start + size, num_queries)
-                distances = np.ascontiguousarray(_cosine_distances(prepared, start, stop).numpy())
+                distances = np.ascontiguousarray(_real_distances(prepared, start, stop).numpy())
                 block = max(1, min(16, (stop - start) // (8 * threads)))
                 parts.append(
                     kernels.cosine_rows(
@@ -600,13 +608,15 @@ def mean_average_precision(
     ascending database index. Relevance: at least one shared label.
 
     Args:
-        query_codes (`(Q, K)` or packed `(Q, ceil(K/8))` uint8, or `(Q, D)` embeddings for cosine):
+        query_codes (`(Q, K)` or packed `(Q, ceil(K/8))` uint8, or `(Q, D)` embeddings for cosine /
+            inner product):
             query representations.
         database_codes: database representations, same form.
         query_labels (`(Q, L)` multi-hot): query labels.
         database_labels (`(N, L)` multi-hot): database labels.
         top_k (`int`, *optional*): cut-off k in [1, N]; ``None`` means mAP@all (k = N).
-        distance (`str`, defaults to ``"hamming"``): ``"hamming"`` (binary codes) or ``"cosine"``.
+        distance (`str`, defaults to ``"hamming"``): ``"hamming"`` (binary codes), ``"cosine"`` or
+            ``"inner_product"`` (real-valued embeddings).
         num_bits (`int`, *optional*): code length K when codes are packed uint8 (without it, packed
             codes are unpacked to 8 * width bits, which gives the same Hamming distances).
         chunk_size (`int`, *optional*): queries per chunk; by default from ``memory_budget_bytes``.
@@ -829,15 +839,21 @@ def retrieval_metrics(
 
 # (result key, query modality, database modality): I2T = image queries against database texts.
 DIRECTIONS = (("i2t", "image", "text"), ("t2i", "text", "image"))
-# (result key, encoded key suffix, metric distance)
-SPACES = (("hamming", "codes", "hamming"), ("continuous", "embeds", "cosine"))
+# (result key, encoded key suffix): Hamming codes and continuous embeddings.
+SPACES = (("hamming", "codes"), ("continuous", "embeds"))
 
 
-def score_directions(query: dict, database: dict, k: int, result: dict) -> dict[str, dict]:
+def score_directions(
+    query: dict, database: dict, k: int, result: dict, embedding_distance: str = "cosine"
+) -> dict[str, dict]:
     """Fill ``result[space][direction]`` (mAP@all, mAP@k, P@H<=2) for Hamming codes and continuous
-    embeddings, I2T and T2I, in one ranking pass each; returns their curves, keyed the same way."""
+    embeddings (ranked by ``embedding_distance``: ``"cosine"`` or ``"inner_product"``), I2T and T2I, in one
+    ranking pass each; returns their curves, keyed the same way."""
+    if embedding_distance not in REAL_DISTANCES:
+        raise ValueError(f"embedding_distance must be one of {REAL_DISTANCES}, got {embedding_distance!r}")
     curves: dict[str, dict] = {}
-    for space, suffix, distance in SPACES:
+    for space, suffix in SPACES:
+        distance = "hamming" if space == "hamming" else embedding_distance
         result[space], curves[space] = {}, {}
         for direction, query_modality, database_modality in DIRECTIONS:
             scores = retrieval_metrics(

@@ -22,6 +22,8 @@ def ref_distances(query_codes, database_codes, distance):
         for d in np.asarray(database_codes, dtype=np.float64):
             if distance == "hamming":
                 row.append(int(sum(1 for a, b in zip(q, d, strict=True) if a != b)))
+            elif distance == "inner_product":
+                row.append(-sum(float(a) * float(b) for a, b in zip(q, d, strict=True)))
             else:
                 nq, nd = math.sqrt(float(q @ q)), math.sqrt(float(d @ d))
                 row.append(1.0 - float(q @ d) / (nq * nd))
@@ -222,6 +224,47 @@ def test_cosine_random_embeddings():
     _, _, ql, dl = tie_heavy(num_query=12, num_database=80, seed=8)
     got = M.mean_average_precision(qc.astype(np.float32), dc.astype(np.float32), ql, dl, distance="cosine")
     assert got == pytest.approx(ref_map(qc, dc, ql, dl, None, "cosine"), abs=1e-12)
+
+
+@ALL_PATHS
+def test_inner_product_ranks_by_descending_dot_product(monkeypatch, path):
+    # Rows of different norms: the inner-product ranking differs from the cosine one, and equal products
+    # (rows with entries in {0, 1/4, 1/2}: exact in float32) tie and are decided by the database index.
+    with_path(monkeypatch, path)
+    rng = np.random.default_rng(11)
+    qc = rng.integers(0, 3, size=(14, 5)).astype(np.float32) / 4
+    dc = rng.integers(0, 3, size=(70, 5)).astype(np.float32) / 4
+    _, _, ql, dl = tie_heavy(num_query=14, num_database=70, seed=11)
+    for top_k in (None, 14):
+        got = M.mean_average_precision(qc, dc, ql, dl, top_k=top_k, distance="inner_product")
+        assert got == pytest.approx(ref_map(qc, dc, ql, dl, top_k, "inner_product"), abs=1e-12)
+    cosine = M.mean_average_precision(qc + 1e-3, dc + 1e-3, ql, dl, distance="cosine")
+    assert cosine != pytest.approx(
+        M.mean_average_precision(qc, dc, ql, dl, distance="inner_product"), abs=1e-6
+    )
+
+
+def test_inner_product_keeps_the_norm_of_database_items():
+    # One query, a long relevant item (product 2) and a short irrelevant one at a smaller angle (product 1):
+    # by inner product the relevant item ranks first (AP 1), by cosine second (AP 1/2).
+    query = np.array([[1.0, 0.0]], dtype=np.float32)
+    database = np.array([[2.0, 1.0], [1.0, 0.1]], dtype=np.float32)
+    labels_q, labels_d = np.array([[1]]), np.array([[1], [0]])
+    assert M.mean_average_precision(query, database, labels_q, labels_d, distance="inner_product") == 1.0
+    assert M.mean_average_precision(query, database, labels_q, labels_d, distance="cosine") == 0.5
+
+
+def test_score_directions_rejects_an_unknown_embedding_distance():
+    qc, dc, ql, dl = random_problem(4, 10, 8, 3, seed=0)
+    encoded = {
+        "image_codes": qc,
+        "text_codes": qc,
+        "image_embeds": qc.astype(np.float32),
+        "text_embeds": qc.astype(np.float32),
+        "labels": ql,
+    }
+    with pytest.raises(ValueError, match="embedding_distance must be one of.*'euclidean'"):
+        M.score_directions(encoded, encoded, 4, {}, embedding_distance="euclidean")
 
 
 def test_benchmark_baselines_agree_with_library():
