@@ -42,6 +42,8 @@ _WEIGHTS = (
     "tower_input_noise",
 )
 MIN_HASH_BITS, MAX_HASH_BITS = 8, 1024
+# retrieval_embedding -> the distance its continuous embeddings are ranked by
+RETRIEVAL_DISTANCES = {"common": "cosine", "label_posterior": "inner_product"}
 # Keys transformers' own configs carry (saved by `to_dict`, passed by `from_pretrained`, read by the
 # generation/modeling code): accepted and kept by the base class. Any other unknown key is a typo.
 _BASE_CONFIG_KEYS = frozenset(inspect.signature(PreTrainedConfig.__init__).parameters) | {
@@ -134,7 +136,16 @@ class CRCGSConfig(PreTrainedConfig):
         hash_dropout (`float`, *optional*, defaults to 0.3):
             Dropout on the hash head's input.
         label_loss_weight (`float`, *optional*, defaults to 1.0):
-            phi: weight of the label BCE terms of the base loss L_o.
+            phi: weight of the label terms of the base loss L_o (BCE, or softmax cross-entropy with
+            `retrieval_embedding="label_posterior"`).
+        retrieval_embedding (`str`, *optional*, defaults to `"common"`):
+            What the continuous embeddings of retrieval are, and how they are ranked. `"common"` (the paper):
+            the common-space embeddings u, v, ranked by cosine. `"label_posterior"`: the shared classifier C
+            is trained with softmax cross-entropy against the label distribution y / sum(y) (instead of BCE),
+            and the embedding of an item is its class posterior softmax(C u), ranked by inner product:
+            softmax(C u_q) . softmax(C v_d) is the probability that query and item have the same label when
+            their labels are drawn from their posteriors. Needs `label_loss_weight` > 0. Hash codes come
+            from u, v either way. Measured in docs/REAL_DATA.md.
         similarity_loss_weight (`float`, *optional*, defaults to 1.0):
             alpha: weight of the label-similarity likelihood terms J of L_o.
         similarity_scale (`float`, *optional*, defaults to 0.5):
@@ -234,6 +245,7 @@ class CRCGSConfig(PreTrainedConfig):
         hash_hidden_dim: int | None = None,
         hash_dropout: float = 0.3,
         label_loss_weight: float = 1.0,
+        retrieval_embedding: str = "common",
         similarity_loss_weight: float = 1.0,
         similarity_scale: float = 0.5,
         modality_gap_loss_weight: float = 0.001,
@@ -281,6 +293,7 @@ class CRCGSConfig(PreTrainedConfig):
         self.hash_hidden_dim = hash_hidden_dim
         self.hash_dropout = hash_dropout
         self.label_loss_weight = label_loss_weight
+        self.retrieval_embedding = retrieval_embedding
         self.similarity_loss_weight = similarity_loss_weight
         self.similarity_scale = similarity_scale
         self.modality_gap_loss_weight = modality_gap_loss_weight
@@ -324,6 +337,12 @@ class CRCGSConfig(PreTrainedConfig):
     def hash_head_hidden_dim(self) -> int:
         """Width of the hash head's hidden layers: ``hash_hidden_dim`` or ``common_dim // 2``."""
         return self.hash_hidden_dim if self.hash_hidden_dim is not None else max(1, self.common_dim // 2)
+
+    @property
+    def retrieval_distance(self) -> str:
+        """How continuous embeddings are ranked: ``"cosine"`` (common space) or ``"inner_product"`` (label
+        posteriors), the ``distance`` of :func:`modeling_crcgs.retrieval.metrics.mean_average_precision`."""
+        return RETRIEVAL_DISTANCES[self.retrieval_embedding]
 
     @property
     def student_uses_teachers(self) -> bool:
@@ -372,6 +391,15 @@ class CRCGSConfig(PreTrainedConfig):
             check_positive_int("contrastive_n_data", self.contrastive_n_data)
         if not _is_real(self.contrastive_eps) or not 0.0 <= self.contrastive_eps < 1.0:
             raise ValueError(f"contrastive_eps must be a number in [0, 1), got {self.contrastive_eps!r}")
+        if self.retrieval_embedding not in RETRIEVAL_DISTANCES:
+            raise ValueError(
+                f"retrieval_embedding must be one of {sorted(RETRIEVAL_DISTANCES)}, got {self.retrieval_embedding!r}"
+            )
+        if self.retrieval_embedding == "label_posterior" and not self.label_loss_weight:
+            raise ValueError(
+                "retrieval_embedding='label_posterior' ranks by the label classifier's posteriors, which only "
+                "the label term trains: label_loss_weight must be > 0, got 0"
+            )
         check_normalization(self.image_feature_normalization, "image_feature_normalization")
         check_normalization(self.text_feature_normalization, "text_feature_normalization")
         validate_backbone_fields(self)

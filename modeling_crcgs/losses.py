@@ -24,6 +24,7 @@ __all__ = [
     "cosine_similarity_matrix",
     "label_similarity",
     "similarity_likelihood_loss",
+    "softmax_label_loss",
     "base_loss",
     "distillation_loss",
     "discriminator_loss",
@@ -144,6 +145,19 @@ def similarity_likelihood_loss(
     return (F.softplus(theta) - similarity.to(theta.dtype) * theta).mean()
 
 
+def softmax_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy against the label distribution: ``-mean_i sum_l t_il log softmax(logits_i)_l``
+    with ``t_i = y_i / sum_l y_il`` (0 for a row without labels). logits, labels: (B, L)."""
+    y = labels.to(logits.dtype)
+    targets = y / y.sum(dim=1, keepdim=True).clamp_min(1.0)
+    return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+_LABEL_LOSSES = {"bce": F.binary_cross_entropy_with_logits, "softmax": softmax_label_loss}
+# CRCGSConfig.retrieval_embedding -> the label term that trains its classifier
+LABEL_LOSS_OF_EMBEDDING = {"common": "bce", "label_posterior": "softmax"}
+
+
 def base_loss(
     image_embeds: torch.Tensor,
     text_embeds: Optional[torch.Tensor],
@@ -154,6 +168,7 @@ def base_loss(
     similarity_weight: float = 1.0,
     modality_gap_weight: float = 0.001,
     similarity_scale: float = 0.5,
+    label_loss: str = "bce",
 ) -> torch.Tensor:
     """DSCMR base loss L_o (Zhen et al., CVPR 2019, Eq. 2-4; METHOD.md "Student losses" 1).
 
@@ -162,17 +177,25 @@ def base_loss(
     With one modality X (``text_embeds`` and ``text_logits`` None; X may be either modality):
     ``phi BCE(C X, y) + alpha J(X, X)``.
 
+    ``label_loss="softmax"`` replaces each BCE by the softmax cross-entropy against the label distribution,
+    ``CE(p, y) = -mean_i sum_l (y_il / sum_l' y_il') log softmax(p_i)_l`` (for one label per item, the usual
+    cross-entropy; a row without labels adds 0), the classifier behind ``retrieval_embedding="label_posterior"``.
+
     Args:
         image_embeds, text_embeds: u, v of shape (B, d). image_logits, text_logits: p, q of shape (B, L).
         labels: multi-hot y of shape (B, L).
         label_weight, similarity_weight, modality_gap_weight: phi, alpha, beta.
         similarity_scale: the scale of the cosine inside J (release: 0.5).
+        label_loss: ``"bce"`` (the release) or ``"softmax"``.
     """
     y = labels.to(image_logits.dtype)
+    label_term = _LABEL_LOSSES.get(label_loss)
+    if label_term is None:
+        raise ValueError(f"label_loss must be one of {sorted(_LABEL_LOSSES)}, got {label_loss!r}")
     loss = image_embeds.new_zeros(())
     if text_embeds is None or text_logits is None:
         if label_weight:
-            loss = loss + label_weight * F.binary_cross_entropy_with_logits(image_logits, y)
+            loss = loss + label_weight * label_term(image_logits, y)
         if similarity_weight:
             s = label_similarity(y, y)
             loss = loss + similarity_weight * similarity_likelihood_loss(
@@ -180,10 +203,7 @@ def base_loss(
             )
         return loss
     if label_weight:
-        bce = F.binary_cross_entropy_with_logits(image_logits, y) + F.binary_cross_entropy_with_logits(
-            text_logits, y
-        )
-        loss = loss + label_weight * bce
+        loss = loss + label_weight * (label_term(image_logits, y) + label_term(text_logits, y))
     if similarity_weight:
         s = label_similarity(y, y)
         likelihood = (
@@ -415,6 +435,8 @@ class CRCGSStudentLoss(nn.Module):
         contrastive_n_data (`int`, *optional*): n_data of the NCE noise (P_n = 1 / n_data); required when
             ``contrastive_weight > 0``. contrastive_temperature (`float`, 0.07): tau. contrastive_eps (`float`, 1e-7).
         support_set_weight (`float`, 40.0): w_ssl. support_set_temperature (`float`, 0.06): tau_s.
+        label_loss (`str`, ``"bce"``): the label term of the base loss, ``"bce"`` or ``"softmax"``
+            (:func:`base_loss`; the config's ``retrieval_embedding="label_posterior"`` takes ``"softmax"``).
         The defaults are ``CRCGSConfig``'s (the paper's MIRFlickr settings).
 
     Example:
@@ -445,9 +467,11 @@ class CRCGSStudentLoss(nn.Module):
         contrastive_eps: float = 1e-7,
         support_set_weight: float = 40.0,
         support_set_temperature: float = 0.06,
+        label_loss: str = "bce",
     ):
         super().__init__()
         self.label_weight = label_weight
+        self.label_loss = label_loss
         self.similarity_weight = similarity_weight
         self.similarity_scale = similarity_scale
         self.modality_gap_weight = modality_gap_weight
@@ -476,6 +500,7 @@ class CRCGSStudentLoss(nn.Module):
             contrastive_eps=config.contrastive_eps,
             support_set_weight=config.support_set_weight,
             support_set_temperature=config.support_set_temperature,
+            label_loss=LABEL_LOSS_OF_EMBEDDING[config.retrieval_embedding],
         )
 
     @property
@@ -497,6 +522,7 @@ class CRCGSStudentLoss(nn.Module):
             self.similarity_weight,
             self.modality_gap_weight,
             self.similarity_scale,
+            self.label_loss,
         )
 
     def teacher_free_terms(

@@ -268,6 +268,15 @@ class CRCGSModel(CRCGSPreTrainedModel):
         logits = self.hash_head(embeds, apply_dropout=False)
         return sign_codes(logits)
 
+    def retrieval_embeddings(self, embeds: torch.Tensor) -> torch.Tensor:
+        """The continuous retrieval embeddings of common-space embeddings (n, common_dim), ranked by
+        ``config.retrieval_distance``: the embeddings themselves (``retrieval_embedding="common"``, cosine) or
+        the class posteriors softmax(C u), (n, num_labels) (``"label_posterior"``, inner product)."""
+        embeds = check_matrix(embeds, "embeds", self.config.common_dim, self.dtype)
+        if self.config.retrieval_embedding == "label_posterior":
+            return torch.softmax(self.label_classifier(embeds), dim=1)
+        return embeds
+
     @torch.no_grad()
     def get_image_hash_codes(
         self, image_features: Optional[torch.Tensor] = None, pixel_values: Optional[torch.Tensor] = None

@@ -157,6 +157,52 @@ def test_base_loss_one_modality_matches_loop(batch):
     _assert_finite_grads(loss, u, p)
 
 
+def _loop_softmax_ce(logits, y):
+    """-(1/B) sum_j sum_c (y_jc / sum_c' y_jc') log softmax(logits_j)_c, one element at a time."""
+    total = 0.0
+    for j in range(logits.shape[0]):
+        row = [float(v) for v in logits[j]]
+        log_norm = math.log(sum(math.exp(v) for v in row))
+        count = sum(float(v) for v in y[j])
+        for c, value in enumerate(row):
+            if count:
+                total -= float(y[j, c]) / count * (value - log_norm)
+    return total / logits.shape[0]
+
+
+def test_softmax_label_loss_matches_loop_and_cross_entropy():
+    g = torch.Generator().manual_seed(31)
+    logits = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 1], [0, 1, 0, 0]])
+    loss = losses.softmax_label_loss(logits, y)
+    _rel_close(loss, _loop_softmax_ce(logits.detach(), y))  # the unlabelled row adds 0
+    _assert_finite_grads(loss, logits)
+    one_label = torch.tensor([0, 3, 1, 2, 2, 0])
+    single = losses.softmax_label_loss(logits, torch.nn.functional.one_hot(one_label, 4))
+    _rel_close(single, float(torch.nn.functional.cross_entropy(logits.detach(), one_label)))
+
+
+def test_base_loss_softmax_label_term_matches_loop():
+    u, v, y = _gen(1, 6)
+    g = torch.Generator().manual_seed(2)
+    p = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    q = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    with_softmax = losses.base_loss(u, v, p, q, y, 1.3, 0.0, 0.0, label_loss="softmax")
+    _rel_close(with_softmax, 1.3 * (_loop_softmax_ce(p, y) + _loop_softmax_ce(q, y)))
+    one_modality = losses.base_loss(u, None, p, None, y, 1.3, 0.0, label_loss="softmax")
+    _rel_close(one_modality, 1.3 * _loop_softmax_ce(p, y))
+    with pytest.raises(ValueError, match="label_loss must be one of.*'hinge'"):
+        losses.base_loss(u, v, p, q, y, label_loss="hinge")
+
+
+def test_student_loss_trains_label_posteriors_with_softmax():
+    from modeling_crcgs import CRCGSConfig
+
+    assert losses.CRCGSStudentLoss.from_config(CRCGSConfig()).label_loss == "bce"
+    config = CRCGSConfig(retrieval_embedding="label_posterior")
+    assert losses.CRCGSStudentLoss.from_config(config).label_loss == "softmax"
+
+
 def test_student_loss_module_sums_the_weighted_term_functions():
     a, b, y = _gen(23, 6, nonnegative=True)
     u, v, _ = _gen(24, 6)

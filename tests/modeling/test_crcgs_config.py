@@ -53,6 +53,7 @@ def test_release_defaults():
         ("tower_hidden_dims", []),
         ("tower_hidden_dims", 2048),
         ("image_discriminator_dims", [16, 0]),
+        ("retrieval_embedding", "posterior"),
     ],
 )
 def test_invalid_field_raises_naming_it(field, value):
@@ -158,3 +159,13 @@ def test_transformers_base_keys_still_load(tmp_path):
 )
 def test_student_uses_teachers_follows_the_teacher_terms(weights, uses):
     assert CRCGSConfig(**weights).student_uses_teachers is uses
+
+
+def test_retrieval_embedding_sets_the_ranking_distance():
+    assert CRCGSConfig().retrieval_distance == "cosine"  # the paper: common space, cosine
+    assert CRCGSConfig(retrieval_embedding="label_posterior").retrieval_distance == "inner_product"
+
+
+def test_label_posteriors_need_the_label_term():
+    with pytest.raises(ValueError, match="label_posterior.*label_loss_weight must be > 0"):
+        CRCGSConfig(retrieval_embedding="label_posterior", label_loss_weight=0.0)

@@ -59,6 +59,26 @@ def test_forward_shapes_and_feature_methods(tiny_config):
     assert torch.equal(model.get_text_hash_codes(t), model.hash_codes_from_embeddings(out.text_embeds))
 
 
+def test_retrieval_embeddings_are_the_common_space_or_the_label_posteriors(tiny_config, tmp_path):
+    config = tiny_config()
+    x, t, _ = _batch(config)
+    model = CRCGSModel(config).eval()
+    u = model.get_image_features(x)
+    assert torch.equal(model.retrieval_embeddings(u), u)  # the paper: u itself, ranked by cosine
+    posterior_model = CRCGSModel(tiny_config(retrieval_embedding="label_posterior")).eval()
+    v = posterior_model.get_text_features(t)
+    posteriors = posterior_model.retrieval_embeddings(v)
+    assert posteriors.shape == (B, config.num_labels)
+    assert torch.allclose(posteriors, torch.softmax(posterior_model.label_classifier(v), dim=1))
+    assert torch.allclose(posteriors.sum(dim=1), torch.ones(B))
+    posterior_model.save_pretrained(tmp_path)
+    reloaded = CRCGSModel.from_pretrained(tmp_path).eval()
+    assert reloaded.config.retrieval_distance == "inner_product"
+    assert torch.allclose(reloaded.retrieval_embeddings(reloaded.get_text_features(t)), posteriors)
+    with pytest.raises(ValueError, match="embeds"):
+        posterior_model.retrieval_embeddings(torch.rand(3, config.common_dim + 1))
+
+
 def test_one_modality_and_batch_size_one(tiny_config):
     config = tiny_config()
     model = CRCGSModel(config).eval()
