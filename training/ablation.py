@@ -187,7 +187,8 @@ def main(argv: Optional[list[str]] = None) -> str:
     seeds_text = f"mean ± std over seeds {seeds}" if len(seeds) > 1 else f"seed {seeds[0]}"
     text = (
         f"mAP@all (query vs database) on {data_args.dataset}, {seeds_text}; cont. = continuous embeddings "
-        "(cosine), Nb = N-bit hash codes (Hamming).\n\n" + table + "\n"
+        "(the common space by cosine, or label posteriors by inner product: the config's retrieval_embedding), "
+        "Nb = N-bit hash codes (Hamming).\n\n" + table + "\n"
     )
     atomic_write_text(root / "ablation.md", text)
     print(text)

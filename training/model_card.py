@@ -61,9 +61,14 @@ packed = np.packbits((text_codes > 0).numpy(), axis=1)         # uint8 (100, {{ 
 print(processor.label_names)                                    # the label columns, also in model.config.id2label
 ```
 
-`model.get_image_features` / `get_text_features` give the continuous embeddings (cosine ranking).
+{% if posterior %}Continuous ranking: `model.retrieval_embeddings(model.get_image_features(image_features))` (and the same with
+`get_text_features`) gives each item's label posteriors, shape (n, {{ num_labels }}); rank by inner product,
+`image_posteriors @ text_posteriors.T`, the probability that two items have the same label (this model's
+`retrieval_embedding` is `label_posterior`).
 
-## Training
+{% else %}`model.get_image_features` / `get_text_features` give the continuous embeddings (cosine ranking).
+
+{% endif %}## Training
 
 {% if with_teachers %}Three stages (teachers, student with discriminators, hash head), best epoch of each by validation.
 {% else %}Two stages (student, hash head), best epoch of each by validation: no student term used the teachers
@@ -102,7 +107,8 @@ def _eval_results(result: dict[str, Any], dataset: str) -> list[Any]:
 
     bits = result["hash_bits"]
     entries = []
-    for ranking, label in (("hamming", f"Hamming, {bits} bits"), ("continuous", "continuous, cosine")):
+    continuous = "continuous, " + result.get("embedding_distance", "cosine").replace("_", " ")
+    for ranking, label in (("hamming", f"Hamming, {bits} bits"), ("continuous", continuous)):
         for direction in ("i2t", "t2i"):
             scores = result[ranking][direction]
             for key, name in (("map_all", "mAP@all"), ("map_at_k", f"mAP@{scores['k']}")):
@@ -164,4 +170,6 @@ def build_model_card(
         text_input_dim=config.text_input_dim,
         citation=CITATION,
         with_teachers=with_teachers,
+        posterior=config.retrieval_embedding == "label_posterior",
+        num_labels=config.num_labels,
     )

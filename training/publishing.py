@@ -38,6 +38,7 @@ CONFIG_SETTINGS = (
     "tower_hidden_dims",
     "tower_input_noise",
     "tower_input_dropout",
+    "retrieval_embedding",
     "similarity_scale",
     "distillation_weight",
     "adversarial_weight",
@@ -120,6 +121,10 @@ def write_model_folder(
     return folder
 
 
+# the continuous row of the table, by how it ranks (eval_results.json's embedding_distance)
+_CONTINUOUS_LABELS = {"cosine": "continuous embeddings", "inner_product": "label posteriors (inner product)"}
+
+
 def results_table(results: dict[int, dict[str, Any]]) -> str:
     """Markdown table per code length and ranking (Hamming codes, continuous embeddings): I2T/T2I mAP@all
     beside mAP@k with k = the evaluation's k (by default the number of queries: the quantity the CRCGS
@@ -131,7 +136,8 @@ def results_table(results: dict[int, dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for bits in sorted(results):
-        for space, label in (("hamming", "Hamming codes"), ("continuous", "continuous embeddings")):
+        continuous = _CONTINUOUS_LABELS[results[bits].get("embedding_distance", "cosine")]
+        for space, label in (("hamming", "Hamming codes"), ("continuous", continuous)):
             r = results[bits][space]
             lines.append(
                 f"| {bits} | {label} | {r['i2t']['map_all']:.4f} | {r['t2i']['map_all']:.4f} | "
@@ -143,7 +149,7 @@ def results_table(results: dict[int, dict[str, Any]]) -> str:
         f"{first['num_query']} here), what the CRCGS paper's table reports as mAP: compare paper figures "
         f"with these columns. mAP@all ranks the whole database ({first['num_database']} items) "
         + (
-            "and is lower."
+            "and differs from it, in either direction."
             if k < first["num_database"]
             else "and is the same here: k covers the whole database."
         ),

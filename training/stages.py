@@ -65,7 +65,7 @@ def _retrieval_validate(accelerator: Any, model: CRCGSForPreTraining, loader: An
     def validate() -> dict[str, float]:
         encoded = encode_validation(accelerator, model.crcgs, loader)
         check_each_item_once(encoded, num_items)
-        scores = retrieval_map(encoded, kind)
+        scores = retrieval_map(encoded, kind, model.crcgs.config.retrieval_distance)
         return {
             "map": scores["mean"],
             "map_i2t": scores["i2t"],
@@ -194,7 +194,9 @@ def cache_student_embeddings(
 ):
     """Encode the training split once with the frozen student: u, v and labels of every item, in order."""
     loader = accelerator.prepare(eval_loader(split, args.eval_batch_size, num_workers))
-    encoded = encode_validation(accelerator, model.crcgs, loader, with_codes=False)
+    encoded = encode_validation(
+        accelerator, model.crcgs, loader, with_codes=False, retrieval_embeddings=False
+    )
     check_each_item_once(encoded, len(split))
     return TensorDictDataset(
         {

@@ -5,7 +5,8 @@ by a sequential, sharded loader; `gather_for_metrics` drops the padding Accelera
 last batch, so every process holds each item once. The validation split is then both the query set and
 the database: image queries rank the texts (I2T) and text queries rank the images (T2I); relevance is
 sharing at least one label; the score is mAP@all (docs/METHOD.md) averaged over I2T and T2I. The student
-is scored on its continuous common-space embeddings (cosine), a hash head on its codes (Hamming).
+is scored on its continuous retrieval embeddings (the common space by cosine, or the class posteriors by
+inner product: ``config.retrieval_embedding``), a hash head on its codes (Hamming).
 The release instead scores a random 1000-sample subset; this protocol has no sampling noise.
 """
 
@@ -22,22 +23,33 @@ from modeling_crcgs.retrieval.encoding import encode_batches
 
 
 def encode_validation(
-    accelerator: Any, retrieval_model: Any, loader: DataLoader, with_codes: bool = True
+    accelerator: Any,
+    retrieval_model: Any,
+    loader: DataLoader,
+    with_codes: bool = True,
+    retrieval_embeddings: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Encode a prepared sequential loader with a `CRCGSModel` (eval mode); gathered, on CPU, in order
     (:func:`modeling_crcgs.retrieval.encoding.encode_batches`, the loop evaluation and the shards use).
 
     Returns `image_embeds`, `text_embeds`, `labels`, `index` and, with `with_codes`, `image_codes`,
-    `text_codes` (sign of the hash head, int8 in {-1, +1}).
+    `text_codes` (sign of the hash head, int8 in {-1, +1}). The embeddings are the retrieval embeddings
+    (``retrieval_model.retrieval_embeddings``), or with `retrieval_embeddings=False` the common-space u, v.
     """
 
     def encode(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         index = batch.pop("index")
         labels = batch.pop("labels")
         out = retrieval_model(**batch)
+        image, text = out.image_embeds, out.text_embeds
+        if retrieval_embeddings:
+            image, text = (
+                retrieval_model.retrieval_embeddings(image),
+                retrieval_model.retrieval_embeddings(text),
+            )
         values = {
-            "image_embeds": out.image_embeds.float(),
-            "text_embeds": out.text_embeds.float(),
+            "image_embeds": image.float(),
+            "text_embeds": text.float(),
             "labels": labels,
             "index": index,
         }
@@ -60,16 +72,18 @@ def check_each_item_once(encoded: dict[str, torch.Tensor], num_items: int) -> No
         )
 
 
-def retrieval_map(encoded: dict[str, torch.Tensor], kind: str) -> dict[str, float]:
+def retrieval_map(
+    encoded: dict[str, torch.Tensor], kind: str, embedding_distance: str = "cosine"
+) -> dict[str, float]:
     """I2T, T2I and mean mAP@all with the validation split as queries and database.
 
-    `kind="continuous"` ranks by cosine distance of the embeddings, `kind="hamming"` by Hamming
-    distance of the codes.
+    `kind="continuous"` ranks the embeddings by `embedding_distance` (``"cosine"`` or ``"inner_product"``,
+    the model's ``config.retrieval_distance``), `kind="hamming"` the codes by Hamming distance.
     """
     from modeling_crcgs.retrieval.metrics import mean_average_precision
 
     if kind == "continuous":
-        image, text, distance = encoded["image_embeds"], encoded["text_embeds"], "cosine"
+        image, text, distance = encoded["image_embeds"], encoded["text_embeds"], embedding_distance
     elif kind == "hamming":
         image, text, distance = encoded["image_codes"], encoded["text_codes"], "hamming"
     else:

@@ -146,7 +146,8 @@ def cca_baseline(
                 cca.hash_codes(features, modality, hash_bits)
             )
     result: dict[str, Any] = {
-        "method": f"linear CCA ({len(cca.correlations)} directions, fitted on the training split)"
+        "method": f"linear CCA ({len(cca.correlations)} directions, fitted on the training split)",
+        "embedding_distance": "cosine",
     }
     score_directions(encoded["query"], encoded["database"], top_k, result)  # the model's scorer
     return result

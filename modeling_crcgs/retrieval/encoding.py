@@ -1,8 +1,9 @@
-"""Encode dataset splits into common-space embeddings and packed hash codes, in memory or as shards on disk.
+"""Encode dataset splits into retrieval embeddings and packed hash codes, in memory or as shards on disk.
 
-The embedding of an item is its common-space representation (``u`` for images, ``v`` for texts, docs/METHOD.md)
-from ``model.get_image_features`` / ``model.get_text_features``; its hash code is
-``model.hash_codes_from_embeddings(embedding)`` (int8 in {-1, +1}), stored packed with
+The common-space representation of an item (``u`` for images, ``v`` for texts, docs/METHOD.md) comes from
+``model.get_image_features`` / ``model.get_text_features``; its embedding is
+``model.retrieval_embeddings(u)`` (u itself, or its class posteriors for a ``"label_posterior"`` model) and its
+hash code ``model.hash_codes_from_embeddings(u)`` (int8 in {-1, +1}), stored packed with
 :func:`modeling_crcgs.hashing.pack_codes`.
 
 :func:`encode_dataset_to_shards` is the big-database path: rows are cut into fixed shards of ``shard_size``
@@ -135,13 +136,16 @@ BatchEncoder = Callable[[str, dict], dict[str, torch.Tensor]]
 def embeddings_and_codes(model: Any) -> BatchEncoder:
     """The default :data:`BatchEncoder`: ``{m}_embeds`` (float32 `(n, d)`) and ``{m}_codes`` (int8 `(n, K)`).
 
-    ``{m}_embeds`` is ``model.get_{m}_features(**inputs)`` (u or v); ``{m}_codes`` is
-    ``model.hash_codes_from_embeddings`` of it (sign of the hash head, in {-1, +1}).
+    With u = ``model.get_{m}_features(**inputs)`` (u or v, the common space), ``{m}_embeds`` is
+    ``model.retrieval_embeddings(u)`` (u itself, or the class posteriors of a ``"label_posterior"`` model;
+    ranked by ``model.config.retrieval_distance``) and ``{m}_codes`` is ``model.hash_codes_from_embeddings(u)``
+    (sign of the hash head, in {-1, +1}).
     """
 
     def encode(modality: str, inputs: dict) -> dict[str, torch.Tensor]:
-        embeds = getattr(model, f"get_{modality}_features")(**inputs)
-        codes = model.hash_codes_from_embeddings(embeds)
+        common = getattr(model, f"get_{modality}_features")(**inputs)
+        codes = model.hash_codes_from_embeddings(common)
+        embeds = model.retrieval_embeddings(common)
         return {f"{modality}_embeds": embeds.float().cpu(), f"{modality}_codes": codes.to(torch.int8).cpu()}
 
     return encode

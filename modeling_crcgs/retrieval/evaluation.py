@@ -3,8 +3,9 @@
 Protocol (docs/METHOD.md): image queries retrieve database texts (I2T) and text queries retrieve database
 images (T2I); an item is relevant when it shares a label with the query; scores are mAP@all and mAP@k
 with k = number of queries (the paper's table), ties broken by ascending database index. Both the hash
-codes (Hamming ranking, the headline) and the continuous common-space embeddings (cosine ranking) are
-scored. The metric functions live in :mod:`modeling_crcgs.retrieval.metrics`.
+codes (Hamming ranking, the headline) and the continuous embeddings are scored: the common-space
+embeddings by cosine, or the class posteriors by inner product for a model with
+``config.retrieval_embedding="label_posterior"`` (``embedding_distance`` in the result). The metric functions live in :mod:`modeling_crcgs.retrieval.metrics`.
 
 Splits follow the data contract of ``docs/DESIGN.md``: ``datasets.Dataset`` objects with the columns
 ``image_features``, ``text_features`` (fixed-length float vectors) and ``labels`` (multi-hot int8); a model
@@ -191,7 +192,8 @@ def evaluate_retrieval(
 
     Returns:
         `dict` shaped as ``eval_results.json``: ``dataset``, ``hash_bits``, ``num_query``,
-        ``num_database``, ``hamming`` and ``continuous``, each ``{"i2t": {...}, "t2i": {...}}`` with
+        ``num_database``, ``embedding_distance`` (how ``continuous`` ranks: ``"cosine"`` or
+        ``"inner_product"``, the model's ``config.retrieval_distance``), ``hamming`` and ``continuous``, each ``{"i2t": {...}, "t2i": {...}}`` with
         ``map_all``, ``map_at_k``, ``k`` (Hamming adds ``precision_at_radius_2``), ``curves`` with
         the precision@k / recall@k curves and the Hamming radius precision-recall curves, ``protocol``
         (:func:`retrieval_protocol`), ``code_statistics`` (:func:`code_statistics` of the database codes of
@@ -221,8 +223,9 @@ def evaluate_retrieval(
         "hash_bits": int(query["image_codes"].shape[1]),
         "num_query": num_query,
         "num_database": num_database,
+        "embedding_distance": network.config.retrieval_distance,
     }
-    result["curves"] = score_directions(query, database, k, result)
+    result["curves"] = score_directions(query, database, k, result, result["embedding_distance"])
     result["protocol"] = retrieval_protocol(query_split, database_split)
     result["code_statistics"] = {
         modality: code_statistics(database[f"{modality}_codes"], database["labels"])
@@ -360,7 +363,10 @@ def _plot_pr_curves(result: dict, path: Path) -> None:
         axes.plot(hamming["recall"], hamming["precision"], marker=".", label=f"{label}, Hamming radius 0..K")
         continuous = result["curves"]["continuous"][direction]["precision_at_k"]
         axes.plot(
-            continuous["recall"], continuous["precision"], linestyle="--", label=f"{label}, cosine top-k"
+            continuous["recall"],
+            continuous["precision"],
+            linestyle="--",
+            label=f"{label}, {_ranking_name(result)} top-k",
         )
     axes.set(
         xlabel="recall",
@@ -380,7 +386,10 @@ def _plot_precision_at_k(result: dict, path: Path) -> None:
 
     figure = Figure(figsize=(6.4, 4.8))
     axes = figure.add_subplot()
-    for space, style, space_label in (("hamming", "-", "Hamming"), ("continuous", "--", "cosine")):
+    for space, style, space_label in (
+        ("hamming", "-", "Hamming"),
+        ("continuous", "--", _ranking_name(result)),
+    ):
         for direction, label in (("i2t", "I2T"), ("t2i", "T2I")):
             curve = result["curves"][space][direction]["precision_at_k"]
             axes.plot(curve["k"], curve["precision"], linestyle=style, label=f"{label}, {space_label}")
@@ -393,6 +402,19 @@ def _plot_precision_at_k(result: dict, path: Path) -> None:
     axes.grid(alpha=0.3)
     axes.legend(loc="upper right", fontsize="small")
     _save_figure(figure, path)
+
+
+# how the continuous rows are named, by embedding distance
+_CONTINUOUS_NAMES = {"cosine": "cosine, embeddings", "inner_product": "inner product, label posteriors"}
+
+
+def _distance(result: dict) -> str:
+    """The continuous ranking of a result or baseline (results written before it was recorded: cosine)."""
+    return result.get("embedding_distance", "cosine")
+
+
+def _ranking_name(result: dict) -> str:
+    return {"cosine": "cosine", "inner_product": "inner product"}[_distance(result)]
 
 
 def _summary_rows(scores: dict, name: str) -> list[str]:
@@ -423,11 +445,11 @@ def summary_markdown(result: dict) -> str:
         f"| ranking | direction | mAP@all | mAP@{k} |",
         "|---|---|---|---|",
     ]
-    spaces = (("hamming", f"Hamming, {result['hash_bits']}-bit codes"), ("continuous", "cosine, embeddings"))
-    for space, name in spaces:
+    codes = f"Hamming, {result['hash_bits']}-bit codes"
+    for space, name in (("hamming", codes), ("continuous", _CONTINUOUS_NAMES[_distance(result)])):
         lines += _summary_rows(result[space], name)
     for baseline_name, baseline in result.get("baselines", {}).items():
-        for space, name in spaces:
+        for space, name in (("hamming", codes), ("continuous", _CONTINUOUS_NAMES[_distance(baseline)])):
             lines += _summary_rows(baseline[space], f"baseline {baseline_name.upper()}: {name}")
     lines += ["", f"mAP@{k} (k = number of queries) is the quantity of the CRCGS paper's table."]
     if "baselines" in result:

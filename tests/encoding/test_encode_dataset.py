@@ -40,7 +40,7 @@ def loop_reference(model, split):
         rows = [torch.tensor([split[i][f"{m}_features"]]) for i in range(len(split))]
         with torch.no_grad():
             out[f"{m}_embeds"] = np.concatenate(
-                [getattr(model, f"get_{m}_features")(r).numpy() for r in rows]
+                [model.retrieval_embeddings(getattr(model, f"get_{m}_features")(r)).numpy() for r in rows]
             )
         codes = [getattr(model, f"get_{m}_hash_codes")(r).numpy() for r in rows]
         out[f"{m}_codes"] = pack_codes(np.concatenate(codes))
@@ -98,6 +98,21 @@ def test_two_processes_give_the_one_process_result_in_order(tmp_path, model, spl
         np.testing.assert_array_equal(
             np.load(tmp_path / "two" / f"arrays_ids_rank{rank}.npy"), reference["ids"]
         )
+
+
+def test_label_posterior_model_stores_posteriors_and_codes_of_the_common_space(tmp_path, split):
+    model = tiny_crcgs_model(
+        image_input_dim=12,
+        text_input_dim=10,
+        num_labels=3,
+        hash_bits=24,
+        retrieval_embedding="label_posterior",
+    )
+    encode_dataset_to_shards(model, split, tmp_path, batch_size=4, shard_size=SHARD_SIZE, show_progress=False)
+    shards = load_shards(tmp_path)
+    assert_same_encoding(shards, loop_reference(model, split))
+    assert shards["image_embeds"].shape == (NUM_ROWS, 3)
+    np.testing.assert_allclose(shards["text_embeds"].sum(axis=1), 1.0, rtol=1e-5)
 
 
 class _CrashAfter:

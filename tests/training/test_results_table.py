@@ -26,11 +26,18 @@ def test_results_table_shows_map_at_k_beside_map_all_with_its_meaning():
     assert lines[4] == "| 16 | Hamming codes | 0.1100 | 0.2100 | 0.2100 | 0.3100 |"
     note = lines[-1]
     assert "number of queries, 50 here" in note and "CRCGS paper" in note and "250 items" in note
-    assert note.endswith("and is lower.")
+    assert note.endswith("and differs from it, in either direction.")
 
 
 def test_results_table_says_map_at_k_is_map_all_when_k_covers_the_database():
     result = _result(0.0)
     result["num_database"] = 50  # classic protocol: query = database, so k = the whole database
     note = results_table({8: result}).splitlines()[-1]
-    assert note.endswith("and is the same here: k covers the whole database.") and "is lower" not in note
+    assert note.endswith("and is the same here: k covers the whole database.") and "differs" not in note
+
+
+def test_results_table_names_the_continuous_ranking_of_label_posteriors():
+    result = _result(0.0)
+    result["embedding_distance"] = "inner_product"
+    lines = results_table({8: result}).splitlines()
+    assert lines[3] == "| 8 | label posteriors (inner product) | 0.3000 | 0.4000 | 0.4000 | 0.5000 |"
