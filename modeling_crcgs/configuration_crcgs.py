@@ -149,7 +149,8 @@ class CRCGSConfig(PreTrainedConfig):
         similarity_loss_weight (`float`, *optional*, defaults to 1.0):
             alpha: weight of the label-similarity likelihood terms J of L_o.
         similarity_scale (`float`, *optional*, defaults to 0.5):
-            s in theta = s cos(., .) of the likelihood terms J of L_o (the release halves the cosine: 0.5).
+            s in theta = s cos(., .) of the likelihood terms J of L_o and of the hash head's label term (the
+            release halves the cosine: 0.5).
         modality_gap_loss_weight (`float`, *optional*, defaults to 0.001):
             beta: weight of mean_i ||u_i - v_i||_2 in L_o (MS-COCO: 0.011).
         distillation_weight (`float`, *optional*, defaults to 0.2):

@@ -397,16 +397,19 @@ def hash_similarity_loss(hash_combined: torch.Tensor, combined_embeds: torch.Ten
     return (target - hashed).pow(2).sum(dim=1).mean()
 
 
-def hash_label_loss(hash_image: torch.Tensor, hash_text: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Term 2 of the hash-head loss: ``J(H(u), H(u)) + J(H(u), H(v)) + J(H(v), H(v))`` (J as in the base loss).
+def hash_label_loss(
+    hash_image: torch.Tensor, hash_text: torch.Tensor, labels: torch.Tensor, scale: float = 0.5
+) -> torch.Tensor:
+    """Term 2 of the hash-head loss: ``J(H(u), H(u)) + J(H(u), H(v)) + J(H(v), H(v))`` (J as in the base loss,
+    with the same scale s of theta = s cos: the config's ``similarity_scale``, 0.5 in the release).
 
-    Args: hash_image: H(u) (B, K). hash_text: H(v) (B, K). labels: multi-hot (B, L).
+    Args: hash_image: H(u) (B, K). hash_text: H(v) (B, K). labels: multi-hot (B, L). scale: s.
     """
     s = label_similarity(labels, labels)
     return (
-        similarity_likelihood_loss(hash_image, hash_image, s)
-        + similarity_likelihood_loss(hash_image, hash_text, s)
-        + similarity_likelihood_loss(hash_text, hash_text, s)
+        similarity_likelihood_loss(hash_image, hash_image, s, scale)
+        + similarity_likelihood_loss(hash_image, hash_text, s, scale)
+        + similarity_likelihood_loss(hash_text, hash_text, s, scale)
     )
 
 
@@ -607,7 +610,7 @@ class CRCGSHashLoss(nn.Module):
 
     Args:
         similarity_weight (`float`, defaults to 1.0): alpha. label_weight (`float`, 1.0): beta.
-        quantization_weight (`float`, 0.0): gamma.
+        quantization_weight (`float`, 0.0): gamma. similarity_scale (`float`, 0.5): s of the J terms of term2.
 
     Example:
 
@@ -623,17 +626,27 @@ class CRCGSHashLoss(nn.Module):
     """
 
     def __init__(
-        self, similarity_weight: float = 1.0, label_weight: float = 1.0, quantization_weight: float = 0.0
+        self,
+        similarity_weight: float = 1.0,
+        label_weight: float = 1.0,
+        quantization_weight: float = 0.0,
+        similarity_scale: float = 0.5,
     ):
         super().__init__()
         self.similarity_weight = similarity_weight
         self.label_weight = label_weight
         self.quantization_weight = quantization_weight
+        self.similarity_scale = similarity_scale
 
     @classmethod
     def from_config(cls, config: Any) -> CRCGSHashLoss:
-        """The loss with the hash weights of a ``CRCGSConfig``."""
-        return cls(config.hash_similarity_weight, config.hash_label_weight, config.hash_quantization_weight)
+        """The loss with the hash weights of a ``CRCGSConfig`` and its ``similarity_scale`` (shared with L_o)."""
+        return cls(
+            config.hash_similarity_weight,
+            config.hash_label_weight,
+            config.hash_quantization_weight,
+            config.similarity_scale,
+        )
 
     @property
     def needs_combined(self) -> bool:
@@ -669,7 +682,9 @@ class CRCGSHashLoss(nn.Module):
         if self.label_weight:
             if labels is None:
                 raise ValueError("labels are required for the hash label term (label weight > 0)")
-            terms["hash_label"] = self.label_weight * hash_label_loss(hash_image, hash_text, labels)
+            terms["hash_label"] = self.label_weight * hash_label_loss(
+                hash_image, hash_text, labels, self.similarity_scale
+            )
         if self.quantization_weight:
             terms["hash_quantization"] = self.quantization_weight * hash_quantization_loss(hash_combined)
         return terms

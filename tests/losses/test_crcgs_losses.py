@@ -416,6 +416,19 @@ def test_hash_loss_matches_loop(batch):
     _assert_finite_grads(total, hc, hu, hv)
 
 
+def test_hash_label_term_uses_the_configs_similarity_scale():
+    u, v, y = _gen(23, 5, dim=9)
+    hu, hv = u.detach(), v.detach()
+    s = _loop_similarity(y, y)
+    expected = _loop_j(hu, hu, s, 1.5) + _loop_j(hu, hv, s, 1.5) + _loop_j(hv, hv, s, 1.5)
+    _rel_close(losses.hash_label_loss(u, v, y, scale=1.5), expected)
+    from modeling_crcgs import CRCGSConfig
+
+    assert losses.CRCGSHashLoss.from_config(CRCGSConfig()).similarity_scale == 0.5  # the release
+    loss_fn = losses.CRCGSHashLoss.from_config(CRCGSConfig(similarity_scale=1.5, hash_similarity_weight=0.0))
+    _rel_close(loss_fn(None, (u + v) / 2, u, v, y)["hash_label"], expected)
+
+
 def test_hash_loss_zero_weights_are_not_computed():
     u, v, y = _gen(19, 4)
     terms = losses.CRCGSHashLoss(0.0, 0.0, 0.0)(None, (u + v) / 2, u, v, None)
