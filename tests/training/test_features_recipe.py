@@ -40,7 +40,8 @@ def recipe_run(tmp_path_factory):
                                       "text_feature_normalization": "standardize", "tower_input_dropout": 0.2,
                                       "tower_input_noise": 0.5, "distillation_weight": 0.0,
                                       "adversarial_weight": 0.0, "contrastive_weight": 0.0,
-                                      "support_set_weight": 0.0}),
+                                      "support_set_weight": 0.0, "retrieval_embedding": "label_posterior",
+                                      "hash_similarity_weight": 0.0}),
     ]  # fmt: skip
     summary = main(argv)
     return root, data, summary, text[:100], image[:100]
@@ -67,7 +68,10 @@ def test_classic_protocol_is_accepted_and_scored_beside_cca(recipe_run):
     assert result["num_query"] == result["num_database"] == 30
     assert result["protocol"] == {"name": "classic", "query_database_overlap": 30}
     cca = result["baselines"]["cca"]
-    assert set(cca) == {"method", "hamming", "continuous"} and 0 < cca["continuous"]["i2t"]["map_all"] <= 1
+    assert (
+        set(cca) == {"method", "embedding_distance", "hamming", "continuous"}
+        and 0 < cca["continuous"]["i2t"]["map_all"] <= 1
+    )
     card = (root / "out" / "features-8bits" / "README.md").read_text()
     assert "baseline CCA" in card and "Protocol: classic" in card
 
@@ -102,3 +106,52 @@ def test_the_reloaded_model_takes_raw_features(recipe_run):
     manual = (raw - model.text_normalizer.mean) / model.text_normalizer.std
     expected = model.common_projection(model.text_tower(manual))
     assert torch.allclose(model.get_text_features(raw), expected, atol=1e-5)
+
+
+def test_continuous_scores_rank_the_reloaded_models_label_posteriors_by_inner_product(recipe_run):
+    root, data, _, _, _ = recipe_run
+    from transformers import AutoModel
+
+    import modeling_crcgs  # noqa: F401  (registers the model type)
+    from modeling_crcgs.retrieval.metrics import mean_average_precision
+
+    folder = root / "out" / "features-8bits"
+    result = json.loads((folder / "eval_results.json").read_text())
+    assert result["embedding_distance"] == "inner_product"
+    assert result["baselines"]["cca"]["embedding_distance"] == "cosine"
+    model = AutoModel.from_pretrained(folder).eval()
+    image = torch.from_numpy(np.load(data / "image_features.npy")[120:])
+    text = torch.from_numpy(np.load(data / "text_features.npy")[120:])
+    labels = torch.nn.functional.one_hot(torch.from_numpy(np.load(data / "labels.npy")[120:]), 3)
+    with torch.no_grad():
+        image_posteriors = model.retrieval_embeddings(model.get_image_features(image))
+        text_posteriors = model.retrieval_embeddings(model.get_text_features(text))
+    assert image_posteriors.shape == (30, 3)
+    i2t = mean_average_precision(image_posteriors, text_posteriors, labels, labels, distance="inner_product")
+    assert result["continuous"]["i2t"]["map_all"] == pytest.approx(float(i2t), abs=1e-9)
+    card = (folder / "README.md").read_text()
+    assert "inner product, label posteriors" in card and "image_posteriors @ text_posteriors.T" in card
+
+
+def test_the_student_is_validated_on_its_label_posteriors_by_inner_product(recipe_run):
+    # the kept epoch's validation mAP is the inner-product mAP of the final model's posteriors (the student is
+    # frozen once kept: the hash stage does not change u, v or the classifier)
+    root, data, summary, _, _ = recipe_run
+    from transformers import AutoModel
+
+    import modeling_crcgs  # noqa: F401  (registers the model type)
+    from modeling_crcgs.retrieval.metrics import mean_average_precision
+
+    model = AutoModel.from_pretrained(root / "out" / "features-8bits").eval()
+    rows = slice(100, 120)
+    image = torch.from_numpy(np.load(data / "image_features.npy")[rows])
+    text = torch.from_numpy(np.load(data / "text_features.npy")[rows])
+    labels = torch.nn.functional.one_hot(torch.from_numpy(np.load(data / "labels.npy")[rows]), 3)
+    with torch.no_grad():
+        a = model.retrieval_embeddings(model.get_image_features(image))
+        b = model.retrieval_embeddings(model.get_text_features(text))
+    i2t = float(mean_average_precision(a, b, labels, labels, distance="inner_product"))
+    t2i = float(mean_average_precision(b, a, labels, labels, distance="inner_product"))
+    student = summary["stages"]["student"]
+    kept = next(entry for entry in student["history"] if entry["epoch"] == student["best_epoch"])
+    assert kept["map"] == pytest.approx((i2t + t2i) / 2, abs=1e-6)
