@@ -153,12 +153,13 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         # failure while writing leaves the previous report as it was
         move_into(lambda tmp: write_evaluation_report(result, tmp), output_dir)
         paths = [output_dir / name for name in REPORT_FILES]
-        for space in ("hamming", "continuous"):
+        ranking = result.get("embedding_distance", "cosine").replace("_", " ")
+        for space, name in (("hamming", "hamming"), ("continuous", f"continuous ({ranking})")):
             for direction in ("i2t", "t2i"):
                 scores = result[space][direction]
                 logger.info(
                     "%s %s: mAP@all %.4f, mAP@%d %.4f",
-                    space,
+                    name,
                     direction,
                     scores["map_all"],
                     scores["k"],

@@ -370,8 +370,9 @@ def test_model_card_metadata_and_remote_code_snippet(finished_run):
     assert not card.data.datasets  # local data: no invented Hub dataset id
     assert "trust_remote_code" not in card.text and "import modeling_crcgs" in card.text
     result = json.loads((folder / "eval_results.json").read_text())
-    model_config = json.loads((folder / "config.json").read_text())
-    config = type("Config", (), model_config)
+    from modeling_crcgs import CRCGSConfig
+
+    config = CRCGSConfig.from_pretrained(folder)
     remote = build_model_card(result, "synthetic", config, {}, "my-org/crcgs-16", "my-org/crcgs-16")
     assert 'AutoModel.from_pretrained("my-org/crcgs-16", trust_remote_code=True)' in remote.text
     assert "import modeling_crcgs" not in remote.text
