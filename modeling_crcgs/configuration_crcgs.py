@@ -42,6 +42,9 @@ _WEIGHTS = (
     "tower_input_noise",
 )
 MIN_HASH_BITS, MAX_HASH_BITS = 8, 1024
+# Student terms that need the teachers: distillation (their features), the adversarial term (their decoders
+# generate what the discriminators judge, whatever dis_iter) and the teacher-student contrastive term.
+TEACHER_TERM_WEIGHTS = ("distillation_weight", "adversarial_weight", "contrastive_weight")
 # retrieval_embedding -> the distance its continuous embeddings are ranked by
 RETRIEVAL_DISTANCES = {"common": "cosine", "label_posterior": "inner_product"}
 # Keys transformers' own configs carry (saved by `to_dict`, passed by `from_pretrained`, read by the
@@ -350,7 +353,7 @@ class CRCGSConfig(PreTrainedConfig):
         """Whether a student term needs the teachers: distillation (their features), the adversarial term
         (their decoders generate what the discriminators judge, whatever ``dis_iter``) or the teacher-student
         contrastive term (their features) has a weight > 0."""
-        return bool(self.distillation_weight or self.adversarial_weight or self.contrastive_weight)
+        return any(getattr(self, name) for name in TEACHER_TERM_WEIGHTS)
 
     def validate_crcgs(self) -> None:
         """Check every CRCGS field; raise ValueError naming the first field that is out of range."""

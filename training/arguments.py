@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -474,11 +475,29 @@ def apply_transformers_aliases(args: CRCGSTrainingArguments, argv: list[str]) ->
         args.checkpoints_total_limit = args.save_total_limit
 
 
+def student_uses_teachers(model_config: dict[str, Any]) -> bool:
+    """``CRCGSConfig.student_uses_teachers`` of the config that ``model_config`` will build (a weight it leaves
+    out takes the config default)."""
+    from modeling_crcgs.configuration_crcgs import TEACHER_TERM_WEIGHTS, CRCGSConfig
+
+    defaults = inspect.signature(CRCGSConfig.__init__).parameters
+    return any(model_config.get(name, defaults[name].default) for name in TEACHER_TERM_WEIGHTS)
+
+
 def check_stage_sources(model_args: ModelArguments, train_args: CRCGSTrainingArguments) -> None:
-    """A stage that is run needs the earlier ones: trained in this run or loaded from a path."""
+    """A stage that is run needs the earlier ones: trained in this run or loaded from a path. The student
+    needs teachers only when one of its terms uses them (``student_uses_teachers``)."""
     stages = train_args.stages
-    if "student" in stages and "teachers" not in stages and not model_args.teachers_path:
-        raise ValueError("--teachers_path: --stages without 'teachers' needs the teachers of a previous run")
+    if (
+        "student" in stages
+        and "teachers" not in stages
+        and not model_args.teachers_path
+        and student_uses_teachers(model_args.model_config)
+    ):
+        raise ValueError(
+            "--teachers_path: --stages without 'teachers' needs the teachers of a previous run (the "
+            "distillation, adversarial or contrastive weight is > 0)"
+        )
     if "hash" in stages and "student" not in stages and not model_args.student_path:
         raise ValueError("--student_path: --stages without 'student' needs the student of a previous run")
 

@@ -254,8 +254,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         summaries["teachers"] = run_or_restore(
             runner, "teachers", lambda: teacher_unit(accelerator, model, splits, args, workers), model, resume
         )
-    elif model_args.teachers_path:  # parse_args refuses a student stage with neither
+    elif model_args.teachers_path:  # parse_args refuses a student stage that uses teachers with neither
         logger.info(f"teachers loaded from {load_teachers(model, model_args.teachers_path)}")
+    elif "student" in args.stages:
+        logger.info(
+            "no teachers: no student term uses them (distillation, adversarial, contrastive weights 0)"
+        )
 
     # 7. Stage 2: student with discriminators (or load it from a previous run).
     if "student" in args.stages:

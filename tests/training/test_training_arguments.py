@@ -114,6 +114,21 @@ def test_bad_values_raise_naming_the_argument(argv, message):
         parse_args(argv)
 
 
+def test_a_student_without_teacher_terms_needs_no_teachers_path(tmp_path):
+    # the features recipe: distillation, adversarial and contrastive weights 0
+    _, model, train = parse_args(
+        ["--dataset", "features", "--data_dir", str(tmp_path), "--stages", "student"]
+    )
+    assert train.stages == ["student"] and model.teachers_path is None
+    off = '{"distillation_weight": 0, "adversarial_weight": 0, "contrastive_weight": 0}'
+    parse_args(["--dataset", "synthetic", "--stages", "student", "hash", "--model_config", off])
+    adversarial_by_default = '{"distillation_weight": 0, "contrastive_weight": 0}'  # release w_ta 0.01
+    with pytest.raises(ValueError, match="--teachers_path.*adversarial"):
+        parse_args(
+            ["--dataset", "synthetic", "--stages", "student", "--model_config", adversarial_by_default]
+        )
+
+
 def test_config_file_errors(tmp_path):
     (tmp_path / "bad.yaml").write_text("dataset: synthetic\nstudent_epoch: 3\n")
     with pytest.raises(ValueError, match="student_epoch"):
