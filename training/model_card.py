@@ -61,8 +61,8 @@ packed = np.packbits((text_codes > 0).numpy(), axis=1)         # uint8 (100, {{ 
 print(processor.label_names)                                    # the label columns, also in model.config.id2label
 ```
 
-{% if posterior %}Continuous ranking: `model.retrieval_embeddings(model.get_image_features(image_features))` (and the same with
-`get_text_features`) gives each item's label posteriors, shape (n, {{ num_labels }}); rank by inner product,
+{% if posterior %}Continuous ranking: `model.retrieval_embeddings(model.get_image_features(image_features))`
+(and the same with `get_text_features`) gives each item's label posteriors, shape (n, {{ num_labels }}); rank by inner product,
 `image_posteriors @ text_posteriors.T`, the probability that two items have the same label (this model's
 `retrieval_embedding` is `label_posterior`).
 

@@ -5,7 +5,8 @@ images (T2I); an item is relevant when it shares a label with the query; scores 
 with k = number of queries (the paper's table), ties broken by ascending database index. Both the hash
 codes (Hamming ranking, the headline) and the continuous embeddings are scored: the common-space
 embeddings by cosine, or the class posteriors by inner product for a model with
-``config.retrieval_embedding="label_posterior"`` (``embedding_distance`` in the result). The metric functions live in :mod:`modeling_crcgs.retrieval.metrics`.
+``config.retrieval_embedding="label_posterior"`` (``embedding_distance`` in the result). The metric
+functions live in :mod:`modeling_crcgs.retrieval.metrics`.
 
 Splits follow the data contract of ``docs/DESIGN.md``: ``datasets.Dataset`` objects with the columns
 ``image_features``, ``text_features`` (fixed-length float vectors) and ``labels`` (multi-hot int8); a model
@@ -193,7 +194,8 @@ def evaluate_retrieval(
     Returns:
         `dict` shaped as ``eval_results.json``: ``dataset``, ``hash_bits``, ``num_query``,
         ``num_database``, ``embedding_distance`` (how ``continuous`` ranks: ``"cosine"`` or
-        ``"inner_product"``, the model's ``config.retrieval_distance``), ``hamming`` and ``continuous``, each ``{"i2t": {...}, "t2i": {...}}`` with
+        ``"inner_product"``, the model's ``config.retrieval_distance``), ``hamming`` and ``continuous``,
+        each ``{"i2t": {...}, "t2i": {...}}`` with
         ``map_all``, ``map_at_k``, ``k`` (Hamming adds ``precision_at_radius_2``), ``curves`` with
         the precision@k / recall@k curves and the Hamming radius precision-recall curves, ``protocol``
         (:func:`retrieval_protocol`), ``code_statistics`` (:func:`code_statistics` of the database codes of
@@ -414,7 +416,7 @@ def _distance(result: dict) -> str:
 
 
 def _ranking_name(result: dict) -> str:
-    return {"cosine": "cosine", "inner_product": "inner product"}[_distance(result)]
+    return _distance(result).replace("_", " ")
 
 
 def _summary_rows(scores: dict, name: str) -> list[str]:

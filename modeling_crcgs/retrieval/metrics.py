@@ -23,8 +23,8 @@ with the same, unique, stable order and the same integers (tests check each agai
   mAP@all / mAP@k, P@k / R@k and the Hamming-ball curves: one counting pass per query over packed 64-bit
   words (XOR + popcount distances, label AND, a counting sort over the K + 1 distances), no distance
   matrix; cosine and inner-product distances come from the same float32 product as below and are
-  ranked by a stable radix sort. Its floats are the operations of the plain loop references in the same order: bit-identical to
-  them, for any thread count. Threads: ``CRCGS_MAP_THREADS=N|auto`` when set, else a lowered
+  ranked by a stable radix sort. Its floats are the operations of the plain loop references in the same
+  order: bit-identical to them, for any thread count. Threads: ``CRCGS_MAP_THREADS=N|auto`` when set, else a lowered
   ``numba.set_num_threads``, else the cores that the load average leaves free (see
   :func:`_compiled_threads`); queries are handed out in small blocks.
 * numpy (CPU without numba, and NDCG): queries in chunks whose size follows a memory budget
@@ -484,7 +484,8 @@ def _mean_curve(axis_name: str, axis: list[int], sums: torch.Tensor, num_queries
 
 # The kernels' threading layer (workqueue, see _metrics_numba) aborts the process on concurrent launches.
 _COMPILED_LOCK = threading.Lock()
-# Compiled route for real-valued embeddings: a chunk holds only its float32 distances (the kernels' scratch is per thread).
+# Compiled route for real-valued embeddings: a chunk holds only its float32 distances (the kernels' scratch
+# is per thread).
 _COMPILED_BYTES_PER_PAIR = 4
 
 
