@@ -30,6 +30,7 @@ _DROPOUTS = ("teacher_dropout", "hash_dropout", "tower_input_dropout")
 _POSITIVE_FLOATS = ("contrastive_temperature", "support_set_temperature", "similarity_scale")
 _WEIGHTS = (
     "label_loss_weight",
+    "label_agreement_weight",
     "similarity_loss_weight",
     "modality_gap_loss_weight",
     "distillation_weight",
@@ -149,6 +150,10 @@ class CRCGSConfig(PreTrainedConfig):
             softmax(C u_q) . softmax(C v_d) is the probability that query and item have the same label when
             their labels are drawn from their posteriors. Needs `label_loss_weight` > 0. Hash codes come
             from u, v either way. Measured in docs/REAL_DATA.md.
+        label_agreement_weight (`float`, *optional*, defaults to 0.0):
+            Weight of the mutual learning of the two towers' label posteriors (not in the paper; each
+            modality's classifier output learns the other's posterior of the same pair, taken as fixed:
+            `losses.label_agreement_loss`). The recipe for own features uses 1.0, measured in docs/REAL_DATA.md.
         similarity_loss_weight (`float`, *optional*, defaults to 1.0):
             alpha: weight of the label-similarity likelihood terms J of L_o.
         similarity_scale (`float`, *optional*, defaults to 0.5):
@@ -250,6 +255,7 @@ class CRCGSConfig(PreTrainedConfig):
         hash_dropout: float = 0.3,
         label_loss_weight: float = 1.0,
         retrieval_embedding: str = "common",
+        label_agreement_weight: float = 0.0,
         similarity_loss_weight: float = 1.0,
         similarity_scale: float = 0.5,
         modality_gap_loss_weight: float = 0.001,
@@ -298,6 +304,7 @@ class CRCGSConfig(PreTrainedConfig):
         self.hash_dropout = hash_dropout
         self.label_loss_weight = label_loss_weight
         self.retrieval_embedding = retrieval_embedding
+        self.label_agreement_weight = label_agreement_weight
         self.similarity_loss_weight = similarity_loss_weight
         self.similarity_scale = similarity_scale
         self.modality_gap_loss_weight = modality_gap_loss_weight

@@ -25,6 +25,7 @@ __all__ = [
     "label_similarity",
     "similarity_likelihood_loss",
     "softmax_label_loss",
+    "label_agreement_loss",
     "base_loss",
     "distillation_loss",
     "discriminator_loss",
@@ -154,6 +155,34 @@ def softmax_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 
 _LABEL_LOSSES = {"bce": F.binary_cross_entropy_with_logits, "softmax": softmax_label_loss}
+
+
+def label_agreement_loss(
+    image_logits: torch.Tensor, text_logits: torch.Tensor, label_loss: str = "bce"
+) -> torch.Tensor:
+    """Mutual learning of the two towers' label posteriors (Deep Mutual Learning, Zhang et al., CVPR 2018):
+    each modality's classifier output learns the other's posterior of the same pair, taken as a fixed target.
+
+    ``softmax``: ``CE(sg softmax(q), p) + CE(sg softmax(p), q)`` with ``CE(t, l) = -mean_i sum_l t_il log
+    softmax(l_i)_l``; ``bce``: ``BCE(p, sg sigmoid(q)) + BCE(q, sg sigmoid(p))`` (mean over all entries);
+    sg = stop-gradient. Not in the paper: the recipe for own features measures it (docs/REAL_DATA.md).
+
+    Args: image_logits: p = C u (B, L). text_logits: q = C v (B, L). label_loss: ``"bce"`` or ``"softmax"``.
+    """
+    if label_loss == "softmax":
+        image_target = torch.softmax(text_logits.detach(), dim=1)
+        text_target = torch.softmax(image_logits.detach(), dim=1)
+        return (
+            -(image_target * F.log_softmax(image_logits, dim=1)).sum(dim=1).mean()
+            - (text_target * F.log_softmax(text_logits, dim=1)).sum(dim=1).mean()
+        )
+    if label_loss == "bce":
+        return F.binary_cross_entropy_with_logits(
+            image_logits, torch.sigmoid(text_logits.detach())
+        ) + F.binary_cross_entropy_with_logits(text_logits, torch.sigmoid(image_logits.detach()))
+    raise ValueError(f"label_loss must be one of {sorted(_LABEL_LOSSES)}, got {label_loss!r}")
+
+
 # CRCGSConfig.retrieval_embedding -> the label term that trains its classifier
 LABEL_LOSS_OF_EMBEDDING = {"common": "bce", "label_posterior": "softmax"}
 
@@ -440,6 +469,7 @@ class CRCGSStudentLoss(nn.Module):
         support_set_weight (`float`, 40.0): w_ssl. support_set_temperature (`float`, 0.06): tau_s.
         label_loss (`str`, ``"bce"``): the label term of the base loss, ``"bce"`` or ``"softmax"``
             (:func:`base_loss`; the config's ``retrieval_embedding="label_posterior"`` takes ``"softmax"``).
+        label_agreement_weight (`float`, 0.0): weight of :func:`label_agreement_loss` (not in the paper).
         The defaults are ``CRCGSConfig``'s (the paper's MIRFlickr settings).
 
     Example:
@@ -471,10 +501,12 @@ class CRCGSStudentLoss(nn.Module):
         support_set_weight: float = 40.0,
         support_set_temperature: float = 0.06,
         label_loss: str = "bce",
+        label_agreement_weight: float = 0.0,
     ):
         super().__init__()
         self.label_weight = label_weight
         self.label_loss = label_loss
+        self.label_agreement_weight = label_agreement_weight
         self.similarity_weight = similarity_weight
         self.similarity_scale = similarity_scale
         self.modality_gap_weight = modality_gap_weight
@@ -504,6 +536,7 @@ class CRCGSStudentLoss(nn.Module):
             support_set_weight=config.support_set_weight,
             support_set_temperature=config.support_set_temperature,
             label_loss=LABEL_LOSS_OF_EMBEDDING[config.retrieval_embedding],
+            label_agreement_weight=config.label_agreement_weight,
         )
 
     @property
@@ -532,8 +565,12 @@ class CRCGSStudentLoss(nn.Module):
         self, outputs: dict[str, torch.Tensor], labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """The weighted terms that need no teacher or discriminator: ``base`` and, with both modalities,
-        ``support_set`` (``w_ssl L_ssl`` on a, b)."""
+        ``support_set`` (``w_ssl L_ssl`` on a, b) and ``label_agreement`` (:func:`label_agreement_loss`)."""
         terms = {"base": self.base(outputs, labels)}
+        if self.label_agreement_weight and "image_label_logits" in outputs and "text_label_logits" in outputs:
+            terms["label_agreement"] = self.label_agreement_weight * label_agreement_loss(
+                outputs["image_label_logits"], outputs["text_label_logits"], self.label_loss
+            )
         if self.support_set_weight and "image_converted" in outputs and "text_converted" in outputs:
             terms["support_set"] = self.support_set_weight * support_set_loss(
                 outputs["image_converted"], outputs["text_converted"], labels, self.support_set_temperature

@@ -195,6 +195,65 @@ def test_base_loss_softmax_label_term_matches_loop():
         losses.base_loss(u, v, p, q, y, label_loss="hinge")
 
 
+def _loop_soft_ce(target_logits, logits):
+    """-(1/B) sum_j sum_c softmax(target_logits_j)_c log softmax(logits_j)_c, one element at a time."""
+    total = 0.0
+    for j in range(logits.shape[0]):
+        t = [math.exp(float(v)) for v in target_logits[j]]
+        log_norm = math.log(sum(math.exp(float(v)) for v in logits[j]))
+        for c in range(logits.shape[1]):
+            total -= t[c] / sum(t) * (float(logits[j, c]) - log_norm)
+    return total / logits.shape[0]
+
+
+def _loop_soft_bce(logits, target_logits):
+    total = 0.0
+    for j in range(logits.shape[0]):
+        for c in range(logits.shape[1]):
+            p = 1 / (1 + math.exp(-float(logits[j, c])))
+            t = 1 / (1 + math.exp(-float(target_logits[j, c])))
+            total -= t * math.log(p) + (1 - t) * math.log(1 - p)
+    return total / logits.numel()
+
+
+def test_label_agreement_matches_loop_and_treats_the_other_posterior_as_fixed():
+    g = torch.Generator().manual_seed(41)
+    p = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    pd, qd = p.detach(), q.detach()
+    softmax = losses.label_agreement_loss(p, q, "softmax")
+    _rel_close(softmax, _loop_soft_ce(qd, pd) + _loop_soft_ce(pd, qd))
+    bce = losses.label_agreement_loss(p, q, "bce")
+    _rel_close(bce, _loop_soft_bce(pd, qd) + _loop_soft_bce(qd, pd))
+    # stop-gradient on the targets: the gradient w.r.t. p is that of CE(sg softmax(q), p) alone
+    (grad_p,) = torch.autograd.grad(softmax, p)
+    expected = (torch.softmax(pd, 1) - torch.softmax(qd, 1)) / 5
+    assert torch.allclose(grad_p, expected, atol=1e-12)
+    with pytest.raises(ValueError, match="label_loss must be one of"):
+        losses.label_agreement_loss(p, q, "hinge")
+
+
+def test_student_loss_adds_label_agreement_with_both_modalities_only():
+    from modeling_crcgs import CRCGSConfig
+
+    config = CRCGSConfig(
+        retrieval_embedding="label_posterior", label_agreement_weight=0.7, support_set_weight=0
+    )
+    loss_fn = losses.CRCGSStudentLoss.from_config(config)
+    g = torch.Generator().manual_seed(43)
+    u, v, p, q = (torch.randn(4, 6, generator=g, dtype=torch.float64) for _ in range(4))
+    y = torch.eye(6, dtype=torch.float64)[[0, 1, 2, 3]]
+    terms = loss_fn.teacher_free_terms(
+        {"image_embeds": u, "text_embeds": v, "image_label_logits": p, "text_label_logits": q}, y
+    )
+    _rel_close(terms["label_agreement"], 0.7 * _loop_soft_ce(q, p) + 0.7 * _loop_soft_ce(p, q))
+    one = loss_fn.teacher_free_terms({"image_embeds": u, "image_label_logits": p}, y)
+    assert set(one) == {"base"}
+    assert "label_agreement" not in losses.CRCGSStudentLoss.from_config(CRCGSConfig()).teacher_free_terms(
+        {"image_embeds": u, "text_embeds": v, "image_label_logits": p, "text_label_logits": q}, y
+    )  # the paper: weight 0
+
+
 def test_student_loss_trains_label_posteriors_with_softmax():
     from modeling_crcgs import CRCGSConfig
 

@@ -54,6 +54,7 @@ def test_release_defaults():
         ("tower_hidden_dims", 2048),
         ("image_discriminator_dims", [16, 0]),
         ("retrieval_embedding", "posterior"),
+        ("label_agreement_weight", -1.0),
     ],
 )
 def test_invalid_field_raises_naming_it(field, value):
