@@ -39,6 +39,7 @@ CONFIG_SETTINGS = (
     "tower_input_noise",
     "tower_input_dropout",
     "retrieval_embedding",
+    "label_agreement_weight",
     "similarity_scale",
     "distillation_weight",
     "adversarial_weight",

@@ -41,7 +41,7 @@ def recipe_run(tmp_path_factory):
                                       "tower_input_noise": 0.5, "distillation_weight": 0.0,
                                       "adversarial_weight": 0.0, "contrastive_weight": 0.0,
                                       "support_set_weight": 0.0, "retrieval_embedding": "label_posterior",
-                                      "hash_similarity_weight": 0.0}),
+                                      "hash_similarity_weight": 0.0, "label_agreement_weight": 1.0}),
     ]  # fmt: skip
     summary = main(argv)
     return root, data, summary, text[:100], image[:100]
@@ -55,7 +55,7 @@ def test_recipe_is_recorded_and_normalisers_are_fitted_on_the_training_split(rec
     folder = root / "out" / "features-8bits"
     config = json.loads((folder / "config.json").read_text())
     assert config["text_feature_normalization"] == "standardize" and config["tower_input_dropout"] == 0.2
-    assert config["tower_input_noise"] == 0.5
+    assert config["tower_input_noise"] == 0.5 and config["label_agreement_weight"] == 1.0
     tensors = load_file(folder / "model.safetensors")
     np.testing.assert_allclose(tensors["text_normalizer.mean"].numpy(), train_text.mean(0), rtol=1e-5)
     np.testing.assert_allclose(tensors["text_normalizer.std"].numpy(), train_text.std(0), rtol=1e-4)
