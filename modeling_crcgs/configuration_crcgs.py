@@ -402,7 +402,10 @@ class CRCGSConfig(PreTrainedConfig):
             check_positive_int("contrastive_n_data", self.contrastive_n_data)
         if not _is_real(self.contrastive_eps) or not 0.0 <= self.contrastive_eps < 1.0:
             raise ValueError(f"contrastive_eps must be a number in [0, 1), got {self.contrastive_eps!r}")
-        if self.retrieval_embedding not in RETRIEVAL_DISTANCES:
+        if (
+            not isinstance(self.retrieval_embedding, str)
+            or self.retrieval_embedding not in RETRIEVAL_DISTANCES
+        ):
             raise ValueError(
                 f"retrieval_embedding must be one of {sorted(RETRIEVAL_DISTANCES)}, got {self.retrieval_embedding!r}"
             )

@@ -54,6 +54,7 @@ def test_release_defaults():
         ("tower_hidden_dims", 2048),
         ("image_discriminator_dims", [16, 0]),
         ("retrieval_embedding", "posterior"),
+        ("retrieval_embedding", ["common"]),
         ("label_agreement_weight", -1.0),
     ],
 )
