@@ -97,7 +97,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """Run the evaluation; returns the result dict (the content of ``eval_results.json``)."""
     from accelerate import Accelerator
 
-    from modeling_crcgs.retrieval.evaluation import REPORT_FILES, evaluate_retrieval, write_evaluation_report
+    from modeling_crcgs.retrieval.evaluation import (
+        REPORT_FILES,
+        evaluate_retrieval,
+        ranking_name,
+        write_evaluation_report,
+    )
     from modeling_crcgs.utils import move_into
 
     # 1. arguments
@@ -153,8 +158,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         # failure while writing leaves the previous report as it was
         move_into(lambda tmp: write_evaluation_report(result, tmp), output_dir)
         paths = [output_dir / name for name in REPORT_FILES]
-        ranking = result.get("embedding_distance", "cosine").replace("_", " ")
-        for space, name in (("hamming", "hamming"), ("continuous", f"continuous ({ranking})")):
+        for space, name in (("hamming", "hamming"), ("continuous", f"continuous ({ranking_name(result)})")):
             for direction in ("i2t", "t2i"):
                 scores = result[space][direction]
                 logger.info(

@@ -105,9 +105,11 @@ set of {{ dataset_name }}.
 def _eval_results(result: dict[str, Any], dataset: str) -> list[Any]:
     from huggingface_hub import EvalResult
 
+    from modeling_crcgs.retrieval.evaluation import ranking_name
+
     bits = result["hash_bits"]
     entries = []
-    continuous = "continuous, " + result.get("embedding_distance", "cosine").replace("_", " ")
+    continuous = "continuous, " + ranking_name(result)
     for ranking, label in (("hamming", f"Hamming, {bits} bits"), ("continuous", continuous)):
         for direction in ("i2t", "t2i"):
             scores = result[ranking][direction]

@@ -130,6 +130,8 @@ def results_table(results: dict[int, dict[str, Any]]) -> str:
     """Markdown table per code length and ranking (Hamming codes, continuous embeddings): I2T/T2I mAP@all
     beside mAP@k with k = the evaluation's k (by default the number of queries: the quantity the CRCGS
     paper's table calls mAP), and a note saying which of the two to compare with the paper."""
+    from modeling_crcgs.retrieval.evaluation import embedding_distance
+
     first = results[min(results)]
     k = first["hamming"]["i2t"]["k"]
     lines = [
@@ -137,7 +139,7 @@ def results_table(results: dict[int, dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for bits in sorted(results):
-        continuous = _CONTINUOUS_LABELS[results[bits].get("embedding_distance", "cosine")]
+        continuous = _CONTINUOUS_LABELS[embedding_distance(results[bits])]
         for space, label in (("hamming", "Hamming codes"), ("continuous", continuous)):
             r = results[bits][space]
             lines.append(

@@ -37,9 +37,11 @@ from .encoding import (
 from .metrics import score_directions
 
 __all__ = [
+    "embedding_distance",
     "encode_split",
     "evaluate_retrieval",
     "feature_level_view",
+    "ranking_name",
     "write_evaluation_report",
     "REQUIRED_COLUMNS",
 ]
@@ -368,7 +370,7 @@ def _plot_pr_curves(result: dict, path: Path) -> None:
             continuous["recall"],
             continuous["precision"],
             linestyle="--",
-            label=f"{label}, {_ranking_name(result)} top-k",
+            label=f"{label}, {ranking_name(result)} top-k",
         )
     axes.set(
         xlabel="recall",
@@ -390,7 +392,7 @@ def _plot_precision_at_k(result: dict, path: Path) -> None:
     axes = figure.add_subplot()
     for space, style, space_label in (
         ("hamming", "-", "Hamming"),
-        ("continuous", "--", _ranking_name(result)),
+        ("continuous", "--", ranking_name(result)),
     ):
         for direction, label in (("i2t", "I2T"), ("t2i", "T2I")):
             curve = result["curves"][space][direction]["precision_at_k"]
@@ -410,13 +412,15 @@ def _plot_precision_at_k(result: dict, path: Path) -> None:
 _CONTINUOUS_NAMES = {"cosine": "cosine, embeddings", "inner_product": "inner product, label posteriors"}
 
 
-def _distance(result: dict) -> str:
-    """The continuous ranking of a result or baseline (results written before it was recorded: cosine)."""
+def embedding_distance(result: dict) -> str:
+    """The continuous ranking of a result or baseline, ``"cosine"`` or ``"inner_product"`` (results written
+    before it was recorded: cosine)."""
     return result.get("embedding_distance", "cosine")
 
 
-def _ranking_name(result: dict) -> str:
-    return _distance(result).replace("_", " ")
+def ranking_name(result: dict) -> str:
+    """The continuous ranking of a result in words: ``"cosine"`` or ``"inner product"``."""
+    return embedding_distance(result).replace("_", " ")
 
 
 def _summary_rows(scores: dict, name: str) -> list[str]:
@@ -448,10 +452,13 @@ def summary_markdown(result: dict) -> str:
         "|---|---|---|---|",
     ]
     codes = f"Hamming, {result['hash_bits']}-bit codes"
-    for space, name in (("hamming", codes), ("continuous", _CONTINUOUS_NAMES[_distance(result)])):
+    for space, name in (("hamming", codes), ("continuous", _CONTINUOUS_NAMES[embedding_distance(result)])):
         lines += _summary_rows(result[space], name)
     for baseline_name, baseline in result.get("baselines", {}).items():
-        for space, name in (("hamming", codes), ("continuous", _CONTINUOUS_NAMES[_distance(baseline)])):
+        for space, name in (
+            ("hamming", codes),
+            ("continuous", _CONTINUOUS_NAMES[embedding_distance(baseline)]),
+        ):
             lines += _summary_rows(baseline[space], f"baseline {baseline_name.upper()}: {name}")
     lines += ["", f"mAP@{k} (k = number of queries) is the quantity of the CRCGS paper's table."]
     if "baselines" in result:
