@@ -245,20 +245,18 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     # 6. Stage 1: teachers (or load them from a previous run); not trained when no student term uses them.
     teachers_trained = "teachers" in args.stages and model.config.student_uses_teachers
-    if "teachers" in args.stages and not teachers_trained:
-        logger.info(
-            "teachers stage skipped: distillation, adversarial and contrastive weights are all 0, so no "
-            "student term uses the teachers (model folders get no teachers/)"
-        )
-    elif teachers_trained:
+    teachers_loaded = bool(model_args.teachers_path) and "teachers" not in args.stages
+    if teachers_trained:
         summaries["teachers"] = run_or_restore(
             runner, "teachers", lambda: teacher_unit(accelerator, model, splits, args, workers), model, resume
         )
-    elif model_args.teachers_path:  # parse_args refuses a student stage that uses teachers with neither
+    elif teachers_loaded:
+        # parse_args refuses a student stage that uses teachers with neither
         logger.info(f"teachers loaded from {load_teachers(model, model_args.teachers_path)}")
-    elif "student" in args.stages:
+    elif "teachers" in args.stages or "student" in args.stages:
         logger.info(
-            "no teachers: no student term uses them (distillation, adversarial, contrastive weights 0)"
+            "teachers stage skipped: distillation, adversarial and contrastive weights are all 0, so no "
+            "student term uses the teachers (model folders get no teachers/)"
         )
 
     # 7. Stage 2: student with discriminators (or load it from a previous run).
@@ -306,7 +304,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                 resolved,
                 summaries,
                 hub_id,
-                with_teachers=teachers_trained or bool(model_args.teachers_path),
+                with_teachers=teachers_trained or teachers_loaded,
             )
             save_processor(processor, folders[bits])
             run_files.record(folders[bits].name)

@@ -28,9 +28,15 @@ def recipe_run(tmp_path_factory):
     test = list(range(120, 150))
     splits = {"train": list(range(100)), "validation": list(range(100, 120)), "query": test, "database": test}
     (data / "splits.json").write_text(json.dumps(splits))
-    argv = [
+    summary = main(recipe_argv(data, root, root / "out"))
+    return root, data, summary, text[:100], image[:100]
+
+
+def recipe_argv(data, root, output):
+    """The recipe's settings at a tiny size (as `--model_config`, which replaces the file's)."""
+    return [
         "--dataset", "features", "--data_dir", str(data), "--cache_dir", str(root / "cache"),
-        "--output_dir", str(root / "out"), "--hash_bits", "8",
+        "--output_dir", str(output), "--hash_bits", "8",
         "--teacher_epochs", "1", "--student_epochs", "6", "--hash_epochs", "4", "--early_stopping_patience", "1",
         "--student_ema_decay", "0.9",
         "--model_config", json.dumps({"tower_hidden_dims": [32, 32], "common_dim": 16, "converted_dim": 16,
@@ -43,8 +49,6 @@ def recipe_run(tmp_path_factory):
                                       "support_set_weight": 0.0, "retrieval_embedding": "label_posterior",
                                       "hash_similarity_weight": 0.0, "label_agreement_weight": 1.0}),
     ]  # fmt: skip
-    summary = main(argv)
-    return root, data, summary, text[:100], image[:100]
 
 
 def test_recipe_is_recorded_and_normalisers_are_fitted_on_the_training_split(recipe_run):
@@ -83,6 +87,16 @@ def test_teachers_are_not_trained_when_no_student_term_uses_them(recipe_run):
     assert not (folder / "teachers").exists() and not (root / "out" / "stages" / "teachers").exists()
     card = (folder / "README.md").read_text()
     assert "Two stages (student, hash head)" in card and "teachers/" not in card
+
+
+def test_a_teachers_path_unused_by_the_student_puts_no_teachers_in_the_model_folder(recipe_run):
+    # the teachers stage runs but is skipped (no term uses teachers), so --teachers_path is not loaded either
+    root, data, _, _, _ = recipe_run
+    output = root / "out_teachers_path"
+    argv = recipe_argv(data, root, output) + ["--teachers_path", str(root / "out"), "--student_epochs", "1"]
+    summary = main(argv)
+    assert "teachers" not in summary["stages"]
+    assert not (output / "features-8bits" / "teachers").exists()
 
 
 def test_early_stopping_ends_a_unit_patience_epochs_after_its_best(recipe_run):
