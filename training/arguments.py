@@ -143,6 +143,14 @@ class ModelArguments:
             raise ValueError(f"--hash_bits: expected distinct lengths, got {self.hash_bits!r}")
         self.hash_bits = [int(k) for k in self.hash_bits]
         self.model_config = _as_mapping("model_config", self.model_config)
+        self.check_model_config()
+        for name in ("teachers_path", "student_path"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_dir():
+                raise ValueError(f"--{name}: expected an existing folder, got {path!r}")
+
+    def check_model_config(self) -> None:
+        """Refuse unknown `CRCGSConfig` fields (naming the closest) and the fields the data sets."""
         try:
             check_known_config_keys(self.model_config)
         except ValueError as err:
@@ -152,10 +160,6 @@ class ModelArguments:
                 raise ValueError(
                     f"--model_config: {key!r} is set from the data / --hash_bits, remove it from model_config"
                 )
-        for name in ("teachers_path", "student_path"):
-            path = getattr(self, name)
-            if path is not None and not Path(path).is_dir():
-                raise ValueError(f"--{name}: expected an existing folder, got {path!r}")
 
 
 @dataclass
@@ -423,11 +427,14 @@ def parse_args(
     known, _ = pre.parse_known_args(argv)
     config_file = known.config or default_config_file(known.dataset)
     parser = HfArgumentParser(ARGUMENT_CLASSES)
+    file_values = load_config_file(config_file) if config_file is not None else {}
     if config_file is not None:
-        parser.set_defaults(**load_config_file(config_file), config=str(config_file))
+        parser.set_defaults(**file_values, config=str(config_file))
     outputs = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     data_args, model_args, train_args = outputs[:3]
-    apply_transformers_aliases(train_args, sys.argv[1:] if argv is None else argv)
+    command_line = sys.argv[1:] if argv is None else argv
+    merge_mapping_flags(file_values, data_args, model_args, command_line)
+    apply_transformers_aliases(train_args, command_line)
     check_stage_sources(model_args, train_args)
     return data_args, model_args, train_args
 
@@ -447,6 +454,19 @@ STAGE_ALIASES = {
 def _flags_given(argv: list[str]) -> set[str]:
     """Names of the ``--flag`` / ``--flag=value`` arguments on the command line."""
     return {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+
+
+def merge_mapping_flags(
+    file_values: dict[str, Any], data_args: DataArguments, model_args: ModelArguments, argv: list[str]
+) -> None:
+    """`--model_config` / `--dataset_options` on the command line update the config file's mapping key by
+    key, in place: `--model_config '{"contrastive_weight": 0.03}'` keeps every other value of the recipe
+    (a whole mapping flag replacing the file's would silently drop them all)."""
+    given = _flags_given(argv)
+    for args, name in ((data_args, "dataset_options"), (model_args, "model_config")):
+        if name in given and file_values.get(name) is not None:
+            setattr(args, name, {**_as_mapping(name, file_values[name]), **getattr(args, name)})
+    model_args.check_model_config()
 
 
 def apply_transformers_aliases(args: CRCGSTrainingArguments, argv: list[str]) -> None:

@@ -191,6 +191,26 @@ def test_model_config_typo_is_refused_naming_the_closest_field():
         parse_args(["--dataset", "synthetic", "--model_config", json.dumps({"commn_dim": 64})])
 
 
+def test_model_config_flag_updates_the_config_files_mapping_key_by_key(tmp_path):
+    recipe = yaml.safe_load(open("training/configs/features.yaml"))["model_config"]
+    data = tmp_path / "data"
+    data.mkdir()
+    argv = ["--dataset", "features", "--data_dir", str(data)]
+    _, model_args, _ = parse_args(argv)
+    assert model_args.model_config == recipe
+    _, model_args, _ = parse_args([*argv, "--model_config", json.dumps({"contrastive_weight": 0.03})])
+    assert model_args.model_config == {**recipe, "contrastive_weight": 0.03}
+    assert recipe["contrastive_weight"] == 0.0  # the flag's value wins over the file's
+    _, model_args, _ = parse_args([*argv, "--model_config={}"])
+    assert model_args.model_config == recipe
+    config = tmp_path / "run.yaml"
+    config.write_text("dataset: synthetic\ndataset_options: {num_train: 50, seed: 3}\n")
+    data_args, _, _ = parse_args(["--config", str(config), "--dataset_options", '{"seed": 4}'])
+    assert data_args.dataset_options == {"num_train": 50, "seed": 4}
+    with pytest.raises(ValueError, match="--model_config: 'num_labels' is set from the data"):
+        parse_args([*argv, "--model_config", json.dumps({"num_labels": 3})])
+
+
 @pytest.mark.parametrize(
     "name, text, where",
     [
