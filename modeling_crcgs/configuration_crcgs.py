@@ -46,6 +46,8 @@ MIN_HASH_BITS, MAX_HASH_BITS = 8, 1024
 # Student terms that need the teachers: distillation (their features), the adversarial term (their decoders
 # generate what the discriminators judge, whatever dis_iter) and the teacher-student contrastive term.
 TEACHER_TERM_WEIGHTS = ("distillation_weight", "adversarial_weight", "contrastive_weight")
+# How the teachers' decoders end (docs: teacher_output_activation).
+TEACHER_OUTPUT_ACTIVATIONS = ("auto", "relu", "linear")
 # retrieval_embedding -> the distance its continuous embeddings are ranked by
 RETRIEVAL_DISTANCES = {"common": "cosine", "label_posterior": "inner_product"}
 # Keys transformers' own configs carry (saved by `to_dict`, passed by `from_pretrained`, read by the
@@ -131,6 +133,11 @@ class CRCGSConfig(PreTrainedConfig):
             Hidden widths of G_T2I (converted_dim -> ... -> image_input_dim, Linear+ReLU each).
         teacher_dropout (`float`, *optional*, defaults to 0.3):
             Dropout on the teacher encoders' inputs (active only while the teachers train).
+        teacher_output_activation (`str`, *optional*, defaults to `"auto"`):
+            Activation after the last layer of the decoders G_I2T, G_T2I: `"relu"` (the release, whose targets
+            are non-negative bag-of-words and CNN features), `"linear"` (none), or `"auto"`: ReLU when the
+            decoder's target modality is used as given, linear when the model normalises it (standardised
+            targets are signed, and a ReLU output stuck at 0 would leave the teachers untrained).
         image_discriminator_dims (`list[int]`, *optional*, defaults to `[2048, 1024, 512]`):
             Widths of D_img (image_input_dim -> ..., Linear+ReLU each), followed by a Linear to 2 classes.
         text_discriminator_dims (`list[int]`, *optional*, defaults to `[512, 64, 32]`):
@@ -249,6 +256,7 @@ class CRCGSConfig(PreTrainedConfig):
         teacher_t2i_encoder_dims: Sequence[int] = (2048,),
         teacher_t2i_decoder_dims: Sequence[int] = (2048,),
         teacher_dropout: float = 0.3,
+        teacher_output_activation: str = "auto",
         image_discriminator_dims: Sequence[int] = (2048, 1024, 512),
         text_discriminator_dims: Sequence[int] = (512, 64, 32),
         hash_hidden_dim: int | None = None,
@@ -298,6 +306,7 @@ class CRCGSConfig(PreTrainedConfig):
         self.teacher_t2i_encoder_dims = _as_int_list(teacher_t2i_encoder_dims, "teacher_t2i_encoder_dims")
         self.teacher_t2i_decoder_dims = _as_int_list(teacher_t2i_decoder_dims, "teacher_t2i_decoder_dims")
         self.teacher_dropout = teacher_dropout
+        self.teacher_output_activation = teacher_output_activation
         self.image_discriminator_dims = _as_int_list(image_discriminator_dims, "image_discriminator_dims")
         self.text_discriminator_dims = _as_int_list(text_discriminator_dims, "text_discriminator_dims")
         self.hash_hidden_dim = hash_hidden_dim
@@ -354,6 +363,13 @@ class CRCGSConfig(PreTrainedConfig):
         """How continuous embeddings are ranked: ``"cosine"`` (common space) or ``"inner_product"`` (label
         posteriors), the ``distance`` of :func:`modeling_crcgs.retrieval.metrics.mean_average_precision`."""
         return RETRIEVAL_DISTANCES[self.retrieval_embedding]
+
+    def teacher_output_is_relu(self, target: str) -> bool:
+        """Whether the decoder that generates ``target`` ("image": G_T2I, "text": G_I2T) ends with a ReLU
+        (``teacher_output_activation``; ``"auto"``: when that modality is not normalised by the model)."""
+        if self.teacher_output_activation != "auto":
+            return self.teacher_output_activation == "relu"
+        return getattr(self, f"{target}_feature_normalization") == "none"
 
     @property
     def student_uses_teachers(self) -> bool:
@@ -413,6 +429,11 @@ class CRCGSConfig(PreTrainedConfig):
             raise ValueError(
                 "retrieval_embedding='label_posterior' ranks by the label classifier's posteriors, which only "
                 "the label term trains: label_loss_weight must be > 0, got 0"
+            )
+        if self.teacher_output_activation not in TEACHER_OUTPUT_ACTIVATIONS:
+            raise ValueError(
+                f"teacher_output_activation must be one of {TEACHER_OUTPUT_ACTIVATIONS}, "
+                f"got {self.teacher_output_activation!r}"
             )
         check_normalization(self.image_feature_normalization, "image_feature_normalization")
         check_normalization(self.text_feature_normalization, "text_feature_normalization")

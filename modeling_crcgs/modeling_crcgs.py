@@ -424,6 +424,7 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
             config.teacher_i2t_decoder_dims,
             config.text_input_dim,
             config.teacher_dropout,
+            relu_output=config.teacher_output_is_relu("text"),
         )
         self.teacher_t2i = GenerationNetwork(
             config.text_input_dim,
@@ -432,6 +433,7 @@ class CRCGSForPreTraining(CRCGSPreTrainedModel):
             config.teacher_t2i_decoder_dims,
             config.image_input_dim,
             config.teacher_dropout,
+            relu_output=config.teacher_output_is_relu("image"),
         )
         self.image_discriminator = Discriminator(config.image_input_dim, config.image_discriminator_dims)
         self.text_discriminator = Discriminator(config.text_input_dim, config.text_discriminator_dims)

@@ -84,7 +84,9 @@ class GenerationNetwork(nn.Module):
     Args:
         input_dim: width of the source modality. encoder_dims: hidden widths of E. feature_dim: width of the
         generative feature E(x) (= converted_dim). decoder_dims: hidden widths of G. output_dim: width of the
-        target modality. dropout: dropout on the encoder input.
+        target modality. dropout: dropout on the encoder input. relu_output: whether G's last Linear is
+        followed by a ReLU (the release; its targets are non-negative) or by nothing (signed targets, e.g.
+        standardised features): the module indices, hence the weight names, are the same either way.
     """
 
     def __init__(
@@ -95,11 +97,14 @@ class GenerationNetwork(nn.Module):
         decoder_dims: list[int],
         output_dim: int,
         dropout: float,
+        relu_output: bool = True,
     ):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.encoder = mlp([input_dim, *encoder_dims, feature_dim], nn.ReLU)
         self.decoder = mlp([feature_dim, *decoder_dims, output_dim], nn.ReLU)
+        if not relu_output:
+            self.decoder[-1] = nn.Identity()
 
     def encode(self, source: torch.Tensor) -> torch.Tensor:
         """E(x) with input dropout (in training mode): (batch, input_dim) -> (batch, feature_dim)."""

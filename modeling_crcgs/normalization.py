@@ -16,6 +16,11 @@ image classification", ECCV 2010, Sec. 3.1: it flattens the bursty counts of fre
 The statistics are buffers, so they live in ``model.safetensors`` and ``AutoModel.from_pretrained`` users feed
 raw features. A model whose config names no normalisation (``"none"``, the default) has no buffers and behaves
 exactly as before.
+
+The teachers see the normalised features too, as inputs and as reconstruction targets. Normalised targets are
+signed, so a decoder that generates a normalised modality ends with its last Linear instead of the release's
+ReLU (``CRCGSConfig.teacher_output_activation="auto"``): a ReLU output can only reach the positive half, and on
+real data it stays at 0 from the first step, leaving the teachers untrained.
 """
 
 from __future__ import annotations

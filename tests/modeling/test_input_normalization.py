@@ -76,6 +76,52 @@ def test_teachers_train_on_the_normalised_features():
     assert torch.allclose(out.loss_terms["teacher_i2t"], (out.text_reconstruction - normalised).abs().mean())
 
 
+@pytest.mark.parametrize(
+    ("fields", "i2t_relu", "t2i_relu"),
+    [
+        ({}, True, True),  # the release: non-negative targets, ReLU outputs
+        ({"text_feature_normalization": "standardize"}, False, True),
+        ({"image_feature_normalization": "sqrt-standardize"}, True, False),
+        ({"text_feature_normalization": "standardize", "teacher_output_activation": "relu"}, True, True),
+        ({"teacher_output_activation": "linear"}, False, False),
+    ],
+)
+def test_teacher_decoders_end_linear_on_normalised_targets(fields, i2t_relu, t2i_relu):
+    model = CRCGSForPreTraining(tiny_crcgs_config(**DIMS, contrastive_n_data=2, **fields))
+    assert isinstance(model.teacher_i2t.decoder[-1], torch.nn.ReLU) == i2t_relu
+    assert isinstance(model.teacher_t2i.decoder[-1], torch.nn.ReLU) == t2i_relu
+    assert isinstance(model.teacher_i2t.decoder[-2], torch.nn.Linear)  # the same weight names either way
+    release = CRCGSForPreTraining(tiny_crcgs_config(**DIMS, contrastive_n_data=2))
+    teacher_weights = [key for key in model.state_dict() if key.startswith("teacher_")]
+    assert teacher_weights == [key for key in release.state_dict() if key.startswith("teacher_")]
+
+
+def test_teachers_learn_standardised_signed_targets():
+    """Standardised targets are negative half the time: a ReLU output could fit at most their positive part."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(256, 12, generator=generator)
+    texts = images @ torch.randn(12, 7, generator=generator) + 3.0  # a linear, signed target
+    torch.manual_seed(0)
+    config = tiny_crcgs_config(
+        **DIMS, text_feature_normalization="standardize", teacher_dropout=0.0, contrastive_n_data=2
+    )
+    model = CRCGSForPreTraining(config)
+    model.crcgs.fit_feature_normalizers(text_features=texts)
+    optimizer = torch.optim.Adam(model.teacher_parameters(), lr=1e-2)
+    for _ in range(300):
+        out = model(image_features=images, text_features=texts, stage="teacher")
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    zero_prediction = model.crcgs.normalize_features(texts, "text").abs().mean()
+    assert float(out.loss_terms["teacher_i2t"]) < 0.3 * float(zero_prediction)
+
+
+def test_bad_teacher_output_activation_is_refused():
+    with pytest.raises(ValueError, match="teacher_output_activation must be one of .*got 'tanh'"):
+        tiny_crcgs_config(**DIMS, teacher_output_activation="tanh")
+
+
 def test_constant_feature_maps_to_zero_and_negative_histograms_are_refused():
     normalizer = FeatureNormalizer(3, "standardize")
     features = torch.tensor([[1.0, 5.0, 2.0], [3.0, 5.0, 4.0], [5.0, 5.0, 9.0]])
