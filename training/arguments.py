@@ -122,7 +122,8 @@ class ModelArguments:
         default=None,
         metadata={
             "help": "CRCGSConfig values as a JSON object (a mapping in a config file), e.g. loss weights "
-            "and temperatures; a weight of 0 switches its loss term off. Dims come from the data."
+            "and temperatures; a weight of 0 switches its loss term off. Dims come from the data. On the "
+            "command line it updates the config file's mapping key by key."
         },
     )
     teachers_path: Optional[str] = field(
@@ -414,7 +415,8 @@ def default_config_file(dataset: Optional[str]) -> Optional[Path]:
 def parse_args(
     argv: Optional[list[str]] = None,
 ) -> tuple[DataArguments, ModelArguments, CRCGSTrainingArguments]:
-    """Parse `--config FILE` and flags; flags override the file's values.
+    """Parse `--config FILE` and flags; flags override the file's values (`--model_config` and
+    `--dataset_options` key by key: :func:`merge_mapping_flags`).
 
     Without `--config`, `--dataset mirflickr25k|nus_wide|mscoco|features` takes that dataset's shipped file
     (`training/configs/<dataset>.yaml`: the release's settings, or the recipe for your own features); the file
@@ -466,7 +468,8 @@ def merge_mapping_flags(
     for args, name in ((data_args, "dataset_options"), (model_args, "model_config")):
         if name in given and file_values.get(name) is not None:
             setattr(args, name, {**_as_mapping(name, file_values[name]), **getattr(args, name)})
-    model_args.check_model_config()
+            if name == "model_config":
+                model_args.check_model_config()
 
 
 def apply_transformers_aliases(args: CRCGSTrainingArguments, argv: list[str]) -> None:
