@@ -155,6 +155,8 @@ def softmax_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 
 _LABEL_LOSSES = {"bce": F.binary_cross_entropy_with_logits, "softmax": softmax_label_loss}
+# the posterior each label loss trains the classifier towards: sigmoid per label (BCE), softmax over labels
+_POSTERIORS = {"bce": torch.sigmoid, "softmax": lambda logits: torch.softmax(logits, dim=1)}
 
 
 def label_agreement_loss(
@@ -165,22 +167,17 @@ def label_agreement_loss(
 
     ``softmax``: ``CE(sg softmax(q), p) + CE(sg softmax(p), q)`` with ``CE(t, l) = -mean_i sum_l t_il log
     softmax(l_i)_l``; ``bce``: ``BCE(p, sg sigmoid(q)) + BCE(q, sg sigmoid(p))`` (mean over all entries);
-    sg = stop-gradient. Not in the paper: the recipe for own features measures it (docs/REAL_DATA.md).
+    sg = stop-gradient. Each is the label term of ``label_loss`` (:func:`base_loss`) with the other tower's
+    posterior as the target. Not in the paper: the recipe for own features measures it (docs/REAL_DATA.md).
 
     Args: image_logits: p = C u (B, L). text_logits: q = C v (B, L). label_loss: ``"bce"`` or ``"softmax"``.
     """
-    if label_loss == "softmax":
-        image_target = torch.softmax(text_logits.detach(), dim=1)
-        text_target = torch.softmax(image_logits.detach(), dim=1)
-        return (
-            -(image_target * F.log_softmax(image_logits, dim=1)).sum(dim=1).mean()
-            - (text_target * F.log_softmax(text_logits, dim=1)).sum(dim=1).mean()
-        )
-    if label_loss == "bce":
-        return F.binary_cross_entropy_with_logits(
-            image_logits, torch.sigmoid(text_logits.detach())
-        ) + F.binary_cross_entropy_with_logits(text_logits, torch.sigmoid(image_logits.detach()))
-    raise ValueError(f"label_loss must be one of {sorted(_LABEL_LOSSES)}, got {label_loss!r}")
+    if label_loss not in _LABEL_LOSSES:
+        raise ValueError(f"label_loss must be one of {sorted(_LABEL_LOSSES)}, got {label_loss!r}")
+    loss, posterior = _LABEL_LOSSES[label_loss], _POSTERIORS[label_loss]
+    return loss(image_logits, posterior(text_logits.detach())) + loss(
+        text_logits, posterior(image_logits.detach())
+    )
 
 
 # CRCGSConfig.retrieval_embedding -> the label term that trains its classifier

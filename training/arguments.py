@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -503,8 +502,8 @@ def student_uses_teachers(model_config: dict[str, Any]) -> bool:
     out takes the config default)."""
     from modeling_crcgs.configuration_crcgs import TEACHER_TERM_WEIGHTS, CRCGSConfig
 
-    defaults = inspect.signature(CRCGSConfig.__init__).parameters
-    return any(model_config.get(name, defaults[name].default) for name in TEACHER_TERM_WEIGHTS)
+    weights = {name: model_config[name] for name in TEACHER_TERM_WEIGHTS if name in model_config}
+    return CRCGSConfig(**weights).student_uses_teachers
 
 
 def check_stage_sources(model_args: ModelArguments, train_args: CRCGSTrainingArguments) -> None:
