@@ -222,6 +222,15 @@ class CRCGSTrainingArguments:
             "Default: the weights as trained, as the release."
         },
     )
+    refit_student: bool = field(
+        default=False,
+        metadata={
+            "help": "Once the student has its best epoch on the validation split, train it again from the same "
+            "initial weights on train + validation for that many epochs and keep the last epoch: the "
+            "validation pairs become training data (recipe for own features: true). Twice the student's "
+            "training time; the refit has no plateau lr schedule. The hash heads train on the refit student."
+        },
+    )
     # Stage 3: hash heads (docs/METHOD.md "Hash-head losses").
     hash_epochs: int = field(default=30, metadata={"help": "Hash-head epochs (release: MIRFLICKR 30)."})
     hash_batch_size: int = field(

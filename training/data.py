@@ -53,6 +53,29 @@ def load_splits(data_args: Any, columns: tuple[str, ...] = FEATURE_COLUMNS) -> A
     return dataset
 
 
+def train_and_validation(splits: Any) -> Any:
+    """The training split followed by the validation split, as one split (what a refit trains on).
+
+    ``concatenate_datasets`` drops the splits' format; the training split's is put back, so raw-input
+    splits keep the transform of `training.raw_inputs`."""
+    import datasets
+
+    combined = datasets.concatenate_datasets([splits["train"], splits["validation"]])
+    form = splits["train"].format
+    if form["type"] == "custom":
+        return combined.with_transform(
+            form["format_kwargs"]["transform"],
+            columns=form["columns"],
+            output_all_columns=form["output_all_columns"],
+        )
+    return combined.with_format(
+        form["type"],
+        columns=form["columns"],
+        output_all_columns=form["output_all_columns"],
+        **form["format_kwargs"],
+    )
+
+
 def data_dims(train_split: Any) -> DataDims:
     """Feature lengths and label count, read from the first training row."""
     row = train_split.with_format("numpy", columns=["image_features", "text_features", "labels"])[0]

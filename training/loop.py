@@ -91,7 +91,8 @@ class UnitSpec:
     loader: Any  # a prepared DataLoader
     sampler: Any  # its EpochShuffleSampler (its epoch is set through the loader, and checked)
     train_step: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
-    validate: Callable[[], dict[str, float]]
+    # None: a refit on train + validation, which has nothing to validate on: its last epoch is kept
+    validate: Optional[Callable[[], dict[str, float]]]
     metric: str
     greater_is_better: bool
     optimizer: Any  # the main (prepared) optimizer: its lr is logged and halved on plateau
@@ -189,6 +190,9 @@ class UnitRunner:
         """Validate after `epoch` (the averaged weights, when the unit keeps an average): step the plateau
         scheduler, keep the best weights, log the metrics."""
         acc, state = self.accelerator, self.state
+        if spec.validate is None:
+            self._keep_last(spec, epoch)
+            return
         with spec.average.applied() if spec.average is not None else nullcontext():
             metrics = spec.validate()
             self._keep_if_best(spec, epoch, metrics[spec.metric])
@@ -202,6 +206,16 @@ class UnitRunner:
             f"{spec.name} epoch {epoch + 1}/{spec.epochs}: {format_metrics(metrics)} "
             f"(best {spec.metric} {state.best_metric:.4f} at epoch {state.best_epoch + 1})"
         )
+
+    def _keep_last(self, spec: UnitSpec, epoch: int) -> None:
+        """A unit without validation (a refit): the weights of its last epoch are the ones kept."""
+        state = self.state
+        state.best_epoch = epoch
+        state.history.append({"epoch": epoch})
+        if epoch + 1 == spec.epochs and self.accelerator.is_main_process:
+            with spec.average.applied() if spec.average is not None else nullcontext():
+                self.store.save_best(spec.name, spec.best_tensors())
+        logger.info(f"{spec.name} epoch {epoch + 1}/{spec.epochs} (no validation: the last epoch is kept)")
 
     def _keep_if_best(self, spec: UnitSpec, epoch: int, value: float) -> None:
         """Record `epoch` as the best and save its weights when `value` beats the best metric so far."""

@@ -73,6 +73,8 @@ print(processor.label_names)                                    # the label colu
 {% if with_teachers %}Three stages (teachers, student with discriminators, hash head), best epoch of each by validation.
 {% else %}Two stages (student, hash head), best epoch of each by validation: no student term used the teachers
 (distillation, adversarial and contrastive weights 0), so none were trained.
+{% endif %}{% if refit %}The student was then trained again from its initial weights on train + validation for
+the number of epochs validation chose, its last epoch kept, and the hash head trained on it (`refit_student`).
 {% endif %}Resolved arguments: `training_args.json` in this folder. Main settings:
 
 {% for key, value in settings %}- `{{ key }}`: `{{ value }}`
@@ -172,6 +174,7 @@ def build_model_card(
         text_input_dim=config.text_input_dim,
         citation=CITATION,
         with_teachers=with_teachers,
+        refit=bool(settings.get("refit_student")),
         posterior=config.retrieval_embedding == "label_posterior",
         num_labels=config.num_labels,
     )

@@ -20,6 +20,7 @@ from training.checkpointing import atomic_save_tensors
 from training.data import DataDims
 
 TEACHER_PREFIXES = ("teacher_i2t.", "teacher_t2i.")
+STUDENT_REFIT = "student-refit"  # the unit of ``--refit_student`` (its stage weights: stages/student-refit/)
 
 
 def build_config(
@@ -81,6 +82,12 @@ def set_trainable(model: torch.nn.Module, parameters: list[torch.nn.Parameter]) 
         p.requires_grad_(id(p) in wanted)
 
 
+def parameter_values(model: torch.nn.Module, parameters: list[torch.nn.Parameter]) -> dict[str, torch.Tensor]:
+    """Copies of `parameters` by their names in `model` (initial weights a refit starts again from)."""
+    wanted = {id(p) for p in parameters}
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if id(p) in wanted}
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The parameters that currently require grad, by name (what a unit's best epoch is made of)."""
     return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
@@ -133,10 +140,11 @@ def _hash_head_names(model: CRCGSForPreTraining) -> set[str]:
 
 
 def load_student(model: CRCGSForPreTraining, path: str | os.PathLike) -> Path:
-    """Load the student (all of `CRCGSModel` but the hash head) from a previous run's output_dir or a
-    model folder (config.json + model.safetensors)."""
+    """Load the student (all of `CRCGSModel` but the hash head) from a previous run's output_dir (its refit
+    student when it has one) or a model folder (config.json + model.safetensors)."""
     path = Path(path)
-    stage_file = path / "stages" / "student" / "best.safetensors"
+    stage_files = [path / "stages" / unit / "best.safetensors" for unit in (STUDENT_REFIT, "student")]
+    stage_file = next((f for f in stage_files if f.is_file()), stage_files[-1])
     if stage_file.is_file():
         tensors, source = load_file(str(stage_file)), stage_file
     elif (path / "config.json").is_file():

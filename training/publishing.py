@@ -29,6 +29,7 @@ CARD_SETTINGS = (
     "hash_learning_rate",
     "early_stopping_patience",
     "student_ema_decay",
+    "refit_student",
     "teacher_epochs",
     "seed",
 )

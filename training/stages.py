@@ -19,16 +19,28 @@ previous stage's objects, so an Accelerate checkpoint holds exactly one stage's 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from modeling_crcgs import CRCGSForPreTraining
 from modeling_crcgs.losses import global_batch
 from training.averaging import ParameterAverage
-from training.data import TensorDictDataset, eval_loader, per_process_batch_size, train_loader
+from training.data import (
+    TensorDictDataset,
+    eval_loader,
+    per_process_batch_size,
+    train_and_validation,
+    train_loader,
+)
 from training.loop import UnitSpec, check_finite
-from training.model_setup import load_partial_state, set_trainable, trainable_state, without_hash_head
+from training.model_setup import (
+    STUDENT_REFIT,
+    load_partial_state,
+    set_trainable,
+    trainable_state,
+    without_hash_head,
+)
 from training.validation import (
     check_each_item_once,
     encode_validation,
@@ -118,14 +130,22 @@ def teacher_unit(
 
 
 def student_unit(
-    accelerator: Any, model: CRCGSForPreTraining, splits: Any, args: Any, num_workers: int
+    accelerator: Any,
+    model: CRCGSForPreTraining,
+    splits: Any,
+    args: Any,
+    num_workers: int,
+    refit_epochs: Optional[int] = None,
 ) -> UnitSpec:
     """Stage 2: the student objective, alternating with `dis_iter` discriminator steps (METHOD.md 1-6).
 
     With gradient accumulation the discriminator optimizer follows the same gating as the student's:
     its gradients add up over the window and it takes its steps at the window's last micro-batch.
+    With `refit_epochs` the unit is the refit ``student-refit``: `refit_epochs` epochs on train +
+    validation, no validation, no early stopping and no plateau schedule, the last epoch kept.
     """
     config = model.config
+    refit = refit_epochs is not None
     adversarial = bool(config.adversarial_weight) and config.dis_iter > 0
     student_params = model.student_parameters()
     disc_params = model.discriminator_parameters() if adversarial else []
@@ -133,17 +153,25 @@ def student_unit(
     model.train()
     optimizer = _adam(student_params, args.student_learning_rate, args.student_adam_betas)
     loader, sampler = train_loader(
-        splits["train"], _local_batch(accelerator, args, "student_batch_size"), args.seed, num_workers
+        train_and_validation(splits) if refit else splits["train"],
+        _local_batch(accelerator, args, "student_batch_size"),
+        args.seed,
+        num_workers,
     )
-    val = eval_loader(splits["validation"], args.eval_batch_size, num_workers)
-    accelerator.free_memory()
+    objects: list[Any] = [model, optimizer, loader]
     if adversarial:
-        disc_optimizer = _adam(disc_params, args.discriminator_learning_rate, args.discriminator_adam_betas)
-        wrapped, optimizer, disc_optimizer, loader, val = accelerator.prepare(
-            model, optimizer, disc_optimizer, loader, val
-        )
-    else:
-        wrapped, optimizer, loader, val = accelerator.prepare(model, optimizer, loader, val)
+        objects.append(_adam(disc_params, args.discriminator_learning_rate, args.discriminator_adam_betas))
+    if not refit:
+        objects.append(eval_loader(splits["validation"], args.eval_batch_size, num_workers))
+    accelerator.free_memory()
+    prepared = accelerator.prepare(*objects)
+    wrapped, optimizer, loader = prepared[:3]
+    disc_optimizer = prepared[3] if adversarial else None
+    validate = (
+        None
+        if refit
+        else _retrieval_validate(accelerator, model, prepared[-1], len(splits["validation"]), "continuous")
+    )
 
     def step(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         batch.pop("index")
@@ -158,20 +186,20 @@ def student_unit(
         return {**_terms(out), **disc_terms}
 
     return UnitSpec(
-        name="student",
-        epochs=args.student_epochs,
+        name=STUDENT_REFIT if refit else "student",
+        epochs=refit_epochs if refit else args.student_epochs,
         loader=loader,
         sampler=sampler,
         train_step=step,
-        validate=_retrieval_validate(accelerator, model, val, len(splits["validation"]), "continuous"),
+        validate=validate,
         metric="map",
         greater_is_better=True,
         optimizer=optimizer,
         best_tensors=lambda: trainable_state(model),
         load_best=lambda tensors: load_partial_state(model, tensors, "best student"),
-        plateau_patience=args.student_lr_patience,
+        plateau_patience=None if refit else args.student_lr_patience,
         min_lr=args.min_learning_rate,
-        early_stopping_patience=args.early_stopping_patience,
+        early_stopping_patience=None if refit else args.early_stopping_patience,
         average=(
             ParameterAverage(
                 {n: p for n, p in model.named_parameters() if p.requires_grad}, args.student_ema_decay

@@ -39,11 +39,13 @@ from training.fingerprint import fingerprint_differences, run_fingerprint
 from training.logging_utils import LOG_NAME, plot_loss_curves, select_trackers, truncate_log
 from training.loop import NonFiniteLossError, UnitRunner
 from training.model_setup import (
+    STUDENT_REFIT,
     build_config,
     fit_input_normalizers,
     load_partial_state,
     load_student,
     load_teachers,
+    parameter_values,
 )
 from training.publishing import (
     HubPushError,
@@ -122,6 +124,22 @@ def run_or_restore(
         return store.summary(unit)
     resume_dir = resume[0] if resume is not None and resume[1].unit == unit else None
     return runner.run(build_spec(), resume_dir)
+
+
+def refit_or_restore(
+    runner: UnitRunner,
+    unit: str,
+    chosen: dict[str, Any],
+    initial: dict[str, torch.Tensor],
+    build_spec: Any,
+    model: torch.nn.Module,
+    resume: Optional[tuple[Path, TrainerState]],
+) -> dict[str, Any]:
+    """The refit `unit`: back to the `initial` weights, then trained (or resumed, or restored) for as many
+    epochs as its validated run `chosen` kept (``best_epoch + 1``); ``build_spec(epochs)`` makes its spec."""
+    load_partial_state(model, initial, f"{unit}: initial weights")
+    epochs = chosen["best_epoch"] + 1
+    return run_or_restore(runner, unit, lambda: build_spec(epochs), model, resume)
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
@@ -208,6 +226,11 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     config = build_config(model_args.model_config, dims, model_args.hash_bits[0], num_batches, names)
     set_seed(args.seed)
     model = CRCGSForPreTraining(config)
+    initial_student = (
+        parameter_values(model, model.student_parameters() + model.discriminator_parameters())
+        if args.refit_student
+        else None
+    )
     normalized = fit_input_normalizers(model, splits["train"])
     if normalized:
         logger.info(f"input normalisation fitted on the training split: {', '.join(normalized)} features")
@@ -264,6 +287,21 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         summaries["student"] = run_or_restore(
             runner, "student", lambda: student_unit(accelerator, model, splits, args, workers), model, resume
         )
+        if initial_student is not None:
+            if args.student_lr_patience is not None:
+                logger.warning(
+                    "--refit_student: the student's refit keeps its learning rate constant (a plateau "
+                    "schedule needs the validation split); --student_lr_patience applied to the validated run only"
+                )
+            summaries[STUDENT_REFIT] = refit_or_restore(
+                runner,
+                STUDENT_REFIT,
+                summaries["student"],
+                initial_student,
+                lambda epochs: student_unit(accelerator, model, splits, args, workers, refit_epochs=epochs),
+                model,
+                resume,
+            )
     elif model_args.student_path:  # parse_args refuses a hash stage with neither
         logger.info(f"student loaded from {load_student(model, model_args.student_path)}")
 
@@ -323,7 +361,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         log = output_dir / "logs" / LOG_NAME
         plot_loss_curves(log, output_dir / "logs" / "loss_curves.png")
         for bits, folder in folders.items():  # a model folder shows its own hash head only
-            plot_loss_curves(log, folder / "loss_curves.png", ["teachers", "student", f"hash-{bits}"])
+            units = ["teachers", "student", STUDENT_REFIT, f"hash-{bits}"]  # those this run trained, in order
+            plot_loss_curves(log, folder / "loss_curves.png", units)
         if results:
             table = results_table(results)
             atomic_write_text(output_dir / "results.md", table + "\n")
