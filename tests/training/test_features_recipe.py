@@ -56,6 +56,7 @@ def test_recipe_is_recorded_and_normalisers_are_fitted_on_the_training_split(rec
     args = json.loads((root / "out" / "training_args.json").read_text())
     assert args["config"].endswith("training/configs/features.yaml") and args["early_stopping_patience"] == 1
     assert args["student_ema_decay"] == 0.9
+    assert args["refit_student"] is True
     folder = root / "out" / "features-8bits"
     config = json.loads((folder / "config.json").read_text())
     assert config["text_feature_normalization"] == "standardize" and config["tower_input_dropout"] == 0.2
@@ -82,7 +83,8 @@ def test_classic_protocol_is_accepted_and_scored_beside_cca(recipe_run):
 
 def test_teachers_are_not_trained_when_no_student_term_uses_them(recipe_run):
     root, _, summary, _, _ = recipe_run  # as in the recipe, every auxiliary term is at weight 0
-    assert "teachers" not in summary["stages"] and set(summary["stages"]) == {"student", "hash-8"}
+    assert "teachers" not in summary["stages"]
+    assert set(summary["stages"]) == {"student", "student-refit", "hash-8"}  # the recipe refits the student
     folder = root / "out" / "features-8bits"
     assert not (folder / "teachers").exists() and not (root / "out" / "stages" / "teachers").exists()
     card = (folder / "README.md").read_text()
@@ -148,8 +150,8 @@ def test_continuous_scores_rank_the_reloaded_models_label_posteriors_by_inner_pr
 
 
 def test_the_student_is_validated_on_its_label_posteriors_by_inner_product(recipe_run):
-    # the kept epoch's validation mAP is the inner-product mAP of the final model's posteriors (the student is
-    # frozen once kept: the hash stage does not change u, v or the classifier)
+    # the kept epoch's validation mAP is the inner-product mAP of the validated student's posteriors (its stage
+    # weights; the recipe's model folder holds the student refitted on train + validation instead)
     root, data, summary, _, _ = recipe_run
     from transformers import AutoModel
 
@@ -157,6 +159,9 @@ def test_the_student_is_validated_on_its_label_posteriors_by_inner_product(recip
     from modeling_crcgs.retrieval.metrics import mean_average_precision
 
     model = AutoModel.from_pretrained(root / "out" / "features-8bits").eval()
+    validated = load_file(root / "out" / "stages" / "student" / "best.safetensors")
+    student = {k.removeprefix("crcgs."): v for k, v in validated.items() if k.startswith("crcgs.")}
+    assert not model.load_state_dict(student, strict=False).unexpected_keys
     rows = slice(100, 120)
     image = torch.from_numpy(np.load(data / "image_features.npy")[rows])
     text = torch.from_numpy(np.load(data / "text_features.npy")[rows])

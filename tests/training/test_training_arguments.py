@@ -64,6 +64,7 @@ def test_features_folder_takes_the_shipped_recipe(tmp_path):
     assert model.model_config["image_feature_normalization"] != "none"
     assert train.early_stopping_patience == recipe["early_stopping_patience"]
     assert train.student_ema_decay == recipe["student_ema_decay"]
+    assert train.refit_student is recipe["refit_student"] is True
     # Flags still override the recipe.
     _, _, train = parse_args(["--dataset", "features", "--data_dir", str(tmp_path), "--student_epochs", "3"])
     assert train.student_epochs == 3
