@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from tiny_training_config import launch_training, tiny_config, write_config
+from tiny_training_config import TINY_DATASET, launch_training, tiny_config, write_config
 
 
 @pytest.mark.slow
@@ -30,17 +30,20 @@ def test_two_process_run_counts_every_evaluation_item_once(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_run_reaches_the_one_process_metrics(tmp_path):
-    """Global batches of 20 (2 x 10 rows, 6 whole steps per epoch): the same objective as one process, so
-    the same validation histories and final mAP up to float summation order (with the student's weights
-    averaged, as the features recipe does)."""
+    """Global batches of 20 (2 x 10 rows, 6 whole steps per epoch; 9 for the refit on 120 + 60 rows): the same
+    objective as one process, so the same validation histories and final mAP up to float summation order (with
+    the student's weights averaged and refitted on train + validation, as the features recipe does)."""
     runs = {}
     for n in (1, 2):
         out = tmp_path / f"out{n}"
         sizes = {"teacher_batch_size": 20, "student_batch_size": 20, "hash_batch_size": 20}
         sizes["student_ema_decay"] = 0.9  # each process keeps the same average of the same weights
+        sizes["refit_student"] = True
+        sizes["dataset_options"] = {**TINY_DATASET, "num_validation": 60}
         config = write_config(tmp_path / f"tiny{n}.json", tiny_config(out, hash_bits=[8], **sizes))
         result = launch_training(config, n, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
+        assert "student-refit" in json.loads((out / "run_summary.json").read_text())["stages"]
         runs[n] = json.loads((out / "synthetic-8bits" / "eval_results.json").read_text())
     for space in ("hamming", "continuous"):
         for direction in ("i2t", "t2i"):
