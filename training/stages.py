@@ -4,6 +4,8 @@
    validation loss, best epoch by validation loss;
 2. student: the full objective with `dis_iter` discriminator steps per student step (separate Adam
    optimizers, teachers frozen), best epoch by validation mAP on continuous embeddings;
+2b. with ``--refit_student``, the student again (unit ``student-refit``): from its initial weights, on
+   train + validation, for the number of epochs stage 2 kept; no validation, the last epoch kept;
 3. hash head (one per code length): student frozen, trained from student embeddings cached once
    (or recomputed each epoch, as the release does), best epoch by validation mAP on Hamming codes.
 

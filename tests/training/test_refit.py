@@ -23,15 +23,22 @@ from training.model_setup import load_student
 from training.train import main, refit_or_restore
 
 
-def test_a_unit_without_validation_keeps_its_last_epoch(tmp_path):
+@pytest.mark.parametrize("average_decay", [None, 0.5])
+def test_a_unit_without_validation_keeps_its_last_epoch(tmp_path, average_decay):
     accelerator, state = Accelerator(), TrainerState()
-    unit = TinyUnit(accelerator, state, epochs=3, scores=[0.9, 0.1, 0.1])  # validation would keep epoch 0
+    # validation would keep epoch 0
+    unit = TinyUnit(accelerator, state, epochs=3, scores=[0.9, 0.1, 0.1], average_decay=average_decay)
     spec = dataclasses.replace(unit.spec(), validate=None)
     summary = tiny_runner(accelerator, state, tmp_path).run(spec)
     assert summary["best_epoch"] == 2 and summary["best_score"] is None
     assert summary["history"] == [{"epoch": 0}, {"epoch": 1}, {"epoch": 2}]
     assert int(unit.loaded["epoch"]) == 2
-    assert torch.equal(unit.loaded["weight"], unit.trained_after_step[-1])
+    last = unit.trained_after_step[-1]
+    if average_decay is None:
+        assert torch.equal(unit.loaded["weight"], last)
+    else:  # the moving average of the last epoch, not the trained weights
+        assert torch.equal(unit.loaded["weight"], unit.average.averages["weight"])
+        assert not torch.equal(unit.loaded["weight"], last)
 
 
 def test_train_and_validation_keeps_the_rows_in_order_and_the_training_split_format():
