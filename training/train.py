@@ -361,7 +361,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         log = output_dir / "logs" / LOG_NAME
         plot_loss_curves(log, output_dir / "logs" / "loss_curves.png")
         for bits, folder in folders.items():  # a model folder shows its own hash head only
-            units = ["teachers", "student", STUDENT_REFIT, f"hash-{bits}"]  # those this run trained, in order
+            # in training order; a unit this run did not train has no panel
+            units = ["teachers", "student", STUDENT_REFIT, f"hash-{bits}"]
             plot_loss_curves(log, folder / "loss_curves.png", units)
         if results:
             table = results_table(results)
