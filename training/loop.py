@@ -11,7 +11,7 @@ import logging
 import math
 import zlib
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -103,6 +103,11 @@ class UnitSpec:
     early_stopping_patience: Optional[int] = None  # stop after this many epochs without a better metric
     average: Optional[ParameterAverage] = None  # validate, keep and save this moving average of the weights
 
+    def kept_weights(self) -> AbstractContextManager[None]:
+        """Within the block the model holds the weights the unit validates and keeps: its moving average when it
+        keeps one, else the weights as trained."""
+        return self.average.applied() if self.average is not None else nullcontext()
+
 
 def _patience_exhausted(patience: Optional[int], epoch: int, best_epoch: Optional[int]) -> bool:
     """True when ``patience`` epochs have passed since the best one (never without a patience)."""
@@ -193,7 +198,7 @@ class UnitRunner:
         if spec.validate is None:
             self._keep_last(spec, epoch)
             return
-        with spec.average.applied() if spec.average is not None else nullcontext():
+        with spec.kept_weights():
             metrics = spec.validate()
             self._keep_if_best(spec, epoch, metrics[spec.metric])
         value = metrics[spec.metric]
@@ -213,7 +218,7 @@ class UnitRunner:
         state.best_epoch = epoch
         state.history.append({"epoch": epoch})
         if epoch + 1 == spec.epochs and self.accelerator.is_main_process:
-            with spec.average.applied() if spec.average is not None else nullcontext():
+            with spec.kept_weights():
                 self.store.save_best(spec.name, spec.best_tensors())
         logger.info(f"{spec.name} epoch {epoch + 1}/{spec.epochs} (no validation: the last epoch is kept)")
 

@@ -90,7 +90,7 @@ def parameter_values(model: torch.nn.Module, parameters: list[torch.nn.Parameter
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The parameters that currently require grad, by name (what a unit's best epoch is made of)."""
-    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+    return parameter_values(model, [p for p in model.parameters() if p.requires_grad])
 
 
 def load_partial_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
@@ -144,15 +144,15 @@ def load_student(model: CRCGSForPreTraining, path: str | os.PathLike) -> Path:
     student when it has one) or a model folder (config.json + model.safetensors)."""
     path = Path(path)
     stage_files = [path / "stages" / unit / "best.safetensors" for unit in (STUDENT_REFIT, "student")]
-    stage_file = next((f for f in stage_files if f.is_file()), stage_files[-1])
-    if stage_file.is_file():
+    stage_file = next((f for f in stage_files if f.is_file()), None)
+    if stage_file is not None:
         tensors, source = load_file(str(stage_file)), stage_file
     elif (path / "config.json").is_file():
         retrieval = CRCGSModel.from_pretrained(str(path))
         tensors, source = {f"crcgs.{k}": v for k, v in retrieval.state_dict().items()}, path
     else:
         raise ValueError(
-            f"--student_path: expected a run's output_dir ({stage_file}) or a model folder, got {path}"
+            f"--student_path: expected a run's output_dir ({stage_files[-1]}) or a model folder, got {path}"
         )
     skip = _hash_head_names(model)
     student = {k: v for k, v in tensors.items() if k.startswith("crcgs.") and k not in skip}
